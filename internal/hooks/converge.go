@@ -1,0 +1,425 @@
+package hooks
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/concourse-ci-machine/concourse-ci-machine/internal/concourse"
+	"github.com/concourse-ci-machine/concourse-ci-machine/internal/juju"
+	"github.com/concourse-ci-machine/concourse-ci-machine/internal/storage"
+)
+
+// unitRun is one convergence of one unit: the facts, the decisions taken from them, and what was
+// done. It lives for a single hook.
+type unitRun struct {
+	*handler
+	f      *Facts
+	cfg    Config
+	role   Role
+	status statusSet
+
+	store     Store
+	want      string // version this unit should have installed
+	installed string // version installed and verified in this hook ("" when not ready)
+	binary    string // resolved path of the binary of `installed`
+
+	peerApp  map[string]string // leader: app data to write on peers at the end (only changes)
+	tsaApp   map[string]string // leader web: app data for related worker applications
+	unitData map[string]string // our unit bag on peers/tsa/flight
+	state    LocalState
+	changed  bool // state must be saved
+	actions  []string
+
+	webUID, webGID   int
+	tsaPub           string // this unit's TSA host public key (web role)
+	workerPub        string // this unit's worker public key (worker role)
+	newAdminPassword string // generated in this hook, before the secret is committed
+}
+
+// converge is the one pipeline every hook runs: gather facts, validate, decide, apply, report.
+func (h *handler) converge(ctx context.Context) error {
+	f, err := h.gather(ctx)
+	if err != nil {
+		return err
+	}
+	cfg, err := parseConfig(f.RawConfig)
+	var ce *ConfigError
+	if errors.As(err, &ce) {
+		// Nothing is applied with an invalid configuration: the unit keeps running what it ran.
+		return h.juju.SetStatus(ctx, juju.Status{Name: juju.StatusBlocked, Message: ce.Error()})
+	}
+	if err != nil {
+		return err
+	}
+	u := &unitRun{
+		handler:  h,
+		f:        f,
+		cfg:      cfg,
+		role:     decideRole(cfg.Mode, f.Leader),
+		peerApp:  map[string]string{},
+		tsaApp:   map[string]string{},
+		unitData: map[string]string{},
+		state:    f.State,
+	}
+	h.logf("role %s (mode=%s, leader=%t)", u.role, cfg.Mode, f.Leader)
+	if err := u.run(ctx); err != nil {
+		return err
+	}
+	return nil
+}
+
+func (u *unitRun) run(ctx context.Context) error {
+	if u.f.Leader {
+		if err := u.leaderDuties(ctx); err != nil {
+			return err
+		}
+	}
+	u.ensureInstalled(ctx)
+	// Nothing is written on the machine before a release is installed: keys, users and files come
+	// with the first install, and an invalid or unreachable release leaves the machine untouched.
+	if u.installed != "" {
+		if err := u.ensureKeys(ctx); err != nil {
+			return err
+		}
+	}
+	webReady, err := u.ensureWeb(ctx)
+	if err != nil {
+		return err
+	}
+	workerReady, workerVersion, err := u.ensureWorker(ctx)
+	if err != nil {
+		return err
+	}
+	// The active messages keep the reference's wording: operators and its CI parse them.
+	switch {
+	case u.role.Web && u.role.Worker && webReady && workerReady:
+		u.status.active(fmt.Sprintf("Ready (v%s) %s", u.state.Web.Version, u.webURL()))
+	case u.role.Web && !u.role.Worker && webReady:
+		u.status.active(fmt.Sprintf("Web server ready (v%s) %s", u.state.Web.Version, u.webURL()))
+	case u.role.Worker && !u.role.Web && workerReady:
+		u.status.active(fmt.Sprintf("Worker ready (v%s)", workerVersion))
+	}
+	if err := u.publish(ctx); err != nil {
+		return err
+	}
+	if err := u.ensurePorts(ctx); err != nil {
+		return err
+	}
+	if u.changed {
+		if err := saveState(u.deps.Paths.StateDir, u.state); err != nil {
+			return err
+		}
+	}
+	if !u.status.found {
+		u.status.waiting("Waiting for a role: nothing to run")
+	}
+	return u.juju.SetStatus(ctx, u.status.best)
+}
+
+// leaderDuties are the decisions only the leader takes for the application: which version to
+// install when none is pinned, the admin password secret, and the database request.
+func (u *unitRun) leaderDuties(ctx context.Context) error {
+	var peers map[string]string
+	if u.f.Peers != nil {
+		peers = u.f.Peers.AppData
+	}
+	target := u.cfg.Version
+	if target == "" {
+		target = peers[keyTargetVersion]
+		ev := u.f.Event.Name
+		// Resolve "latest" only when asked to reconsider, not in every hook: the reference charm
+		// called the GitHub API on every config-changed and update-status (reference weakness #30).
+		if target == "" || ev == "config-changed" || ev == "upgrade-charm" || ev == "install" {
+			latest, err := concourse.LatestVersion(ctx, u.deps.HTTP, u.githubAPI(), u.cfg.GitHubToken)
+			switch {
+			case err == nil:
+				target = latest
+			case target != "":
+				u.logf("keeping Concourse %s: the latest release could not be determined: %v", target, err)
+			default:
+				u.status.blocked(fmt.Sprintf("Cannot determine the latest Concourse release (%v): set the version option, or github-token/the model proxy", err))
+			}
+		}
+	}
+	if u.f.Peers != nil && target != "" {
+		u.setPeerApp(keyTargetVersion, target)
+	}
+	u.tsaApp[keyTargetVersion] = target
+	if u.cfg.Mode != "worker" && u.f.Peers != nil && peers[keyAdminSecret] == "" {
+		pw, err := randomPassword(u.deps.Random, 32)
+		if err != nil {
+			return err
+		}
+		id, err := u.juju.AddSecret(ctx, juju.SecretAddOptions{
+			Content:     map[string]string{"password": pw},
+			Label:       "admin-password",
+			Description: "Concourse main team admin password",
+			Owner:       juju.OwnerApplication,
+		})
+		if err != nil {
+			return fmt.Errorf("creating the admin password secret: %w", err)
+		}
+		u.setPeerApp(keyAdminSecret, id)
+		u.newAdminPassword = pw
+	}
+	if db := u.f.DB; db != nil && u.cfg.Mode != "worker" {
+		want := map[string]string{"database": databaseName, "requested-secrets": requestedSecrets}
+		if db.OurAppData["database"] != databaseName || db.OurAppData["requested-secrets"] != requestedSecrets {
+			if err := u.juju.SetAppRelationData(ctx, db.RelationID, want); err != nil {
+				return fmt.Errorf("requesting database %q: %w", databaseName, err)
+			}
+			u.act("Request database %q from %s", databaseName, "postgresql")
+		}
+	}
+	return nil
+}
+
+func (u *unitRun) setPeerApp(k, v string) {
+	if u.f.Peers == nil || u.f.Peers.AppData[k] == v {
+		return
+	}
+	u.peerApp[k] = v
+}
+
+// wantVersion is the version this unit should install: the pinned option, else what the leader
+// chose for the application, else (separate worker application) what the web application chose.
+// Units never resolve "latest" on their own (reference weakness #5).
+func (u *unitRun) wantVersion() string {
+	if u.cfg.Version != "" {
+		return u.cfg.Version
+	}
+	if v := u.peerApp[keyTargetVersion]; v != "" {
+		return v
+	}
+	if u.f.Peers != nil && u.f.Peers.AppData[keyTargetVersion] != "" {
+		return u.f.Peers.AppData[keyTargetVersion]
+	}
+	for _, r := range u.f.Flight {
+		if v := r.AppData[keyTargetVersion]; v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// installer reports whether this unit downloads releases. With shared storage only the web leader
+// does (seed report); without it, every unit installs into its own root.
+func (u *unitRun) installer() bool {
+	return u.cfg.SharedStorage != "lxc" || (u.role.Web && u.f.Leader)
+}
+
+func (u *unitRun) ensureInstalled(ctx context.Context) {
+	u.want = u.wantVersion()
+	if u.want == "" {
+		if !u.f.Leader {
+			u.status.waiting("Waiting for the leader to choose the Concourse version")
+		}
+		return
+	}
+	shared := u.cfg.SharedStorage == "lxc"
+	var lastPct int64 = -1
+	progress := func(done, total int64) {
+		if total <= 0 {
+			return
+		}
+		pct := done * 100 / total
+		if pct/10 == lastPct/10 && pct != 100 {
+			return // at most one status-set per 10%: each is a process
+		}
+		lastPct = pct
+		_ = u.juju.SetStatus(ctx, juju.Status{Name: juju.StatusMaintenance,
+			Message: fmt.Sprintf("Downloading Concourse v%s... %d%%", u.want, pct)})
+	}
+	u.store = u.deps.NewStore(u.deps.Paths.Root, u.f.Env.UnitName, progress)
+	if shared {
+		if err := u.store.CheckShared(); err != nil {
+			var mm *storage.MarkerMissingError
+			if errors.As(err, &mm) {
+				u.status.waiting(fmt.Sprintf("Waiting for shared storage: %s is missing (create it once the LXD disk device is mounted on every unit)", mm.Path))
+			} else {
+				u.status.blocked(fmt.Sprintf("Shared storage unavailable: %v", err))
+			}
+			return
+		}
+	}
+	installed, err := u.store.Installed()
+	if err != nil {
+		u.status.blocked(fmt.Sprintf("Cannot read the Concourse install in %s: %v", u.deps.Paths.Root, err))
+		return
+	}
+	damaged := false
+	if installed == u.want && u.f.Event.Name == "update-status" {
+		// The cheap check of every update-status: presence, sizes and the binary's --version.
+		if err := u.store.VerifyQuick(u.probe(ctx, u.want)); err != nil {
+			u.logf("install of %s damaged: %v", u.want, err)
+			damaged = true
+		}
+	}
+	if installed == u.want && !damaged {
+		u.setInstalled(installed)
+		return
+	}
+	if !u.installer() {
+		if damaged {
+			u.status.blocked(fmt.Sprintf("Concourse v%s in %s is damaged; the leader reinstalls it (run `concourse-ci-machine storage verify` for details)", u.want, u.deps.Paths.Root))
+			return
+		}
+		start := time.Now()
+		ok, err := u.store.WaitInstalled(ctx, u.want, u.deps.InstallWait)
+		if err != nil {
+			u.status.blocked(fmt.Sprintf("Cannot wait for the Concourse install in %s: %v", u.deps.Paths.Root, err))
+			return
+		}
+		if !ok {
+			u.logf("Concourse %s not installed yet (waited %s); the leader's publication will wake this unit", u.want, time.Since(start).Round(time.Millisecond))
+			u.status.waiting(fmt.Sprintf("Waiting for leader to install Concourse %s", u.want))
+			return
+		}
+		u.logf("Concourse %s installed by another unit (waited %s)", u.want, time.Since(start).Round(time.Millisecond))
+		u.setInstalled(u.want)
+		return
+	}
+	if err := u.store.CheckWritable(); err != nil {
+		u.status.blocked(err.Error())
+		return
+	}
+	src, err := u.source(ctx)
+	if err != nil {
+		u.status.blocked(err.Error())
+		return
+	}
+	_ = u.juju.SetStatus(ctx, juju.Status{Name: juju.StatusMaintenance, Message: fmt.Sprintf("Downloading Concourse v%s...", u.want)})
+	res, err := u.store.Install(ctx, u.want, src)
+	if err != nil {
+		u.status.blocked(installFailure(u.want, src, err))
+		u.jlog(juju.LogError, fmt.Sprintf("installing Concourse %s failed: %v", u.want, err))
+		return
+	}
+	if res.Downloaded {
+		u.jlog(juju.LogInfo, fmt.Sprintf("installed Concourse %s (%d bytes, waited %s for the lock, took %s)", u.want, res.Bytes, res.Waited.Round(time.Millisecond), res.Took.Round(time.Millisecond)))
+		u.act("Install Concourse %s into %s", u.want, u.deps.Paths.Root)
+	}
+	u.setInstalled(u.want)
+}
+
+func (u *unitRun) setInstalled(v string) {
+	u.installed = v
+	if p, err := filepath.EvalSymlinks(u.store.BinaryPath()); err == nil {
+		u.binary = p
+	} else {
+		u.binary = u.store.BinaryPath()
+	}
+	if u.f.Leader {
+		u.setPeerApp(keyInstalledVersion, v)
+		u.tsaApp[keyInstalledVersion] = v
+	}
+}
+
+func (u *unitRun) probe(ctx context.Context, want string) func(string) error {
+	return func(binary string) error {
+		if u.deps.ProbeVersion == nil {
+			return nil
+		}
+		got, err := u.deps.ProbeVersion(ctx, binary)
+		if err != nil {
+			return err
+		}
+		if got != want {
+			return fmt.Errorf("%s --version says %q, want %q", binary, got, want)
+		}
+		return nil
+	}
+}
+
+// source picks where the release comes from: an attached concourse-release resource (offline
+// installs), else the mirror or GitHub.
+func (u *unitRun) source(ctx context.Context) (storage.Source, error) {
+	if path, err := u.juju.ResourceGet(ctx, "concourse-release"); err == nil && path != "" {
+		if st, serr := os.Stat(path); serr == nil && st.Size() > 0 {
+			return storage.Source{LocalPath: path, SHA256: u.cfg.ReleaseSHA256}, nil
+		}
+	}
+	arch, err := concourse.Arch(u.deps.GOARCH)
+	if err != nil {
+		return storage.Source{}, fmt.Errorf("Unsupported machine architecture: %v", err)
+	}
+	base := u.cfg.ReleaseURL
+	if base == "" {
+		base = concourse.DefaultReleaseBase
+	}
+	url := concourse.DownloadURL(base, u.want, arch)
+	src := storage.Source{URL: url, SHA256: u.cfg.ReleaseSHA256}
+	if src.SHA256 == "" {
+		src.SHA1URL = url + ".sha1"
+	}
+	return src, nil
+}
+
+// installFailure turns an install error into a status that names the problem and the fix.
+func installFailure(version string, src storage.Source, err error) string {
+	var ce *storage.ChecksumError
+	var de *storage.DownloadError
+	var ue *storage.UnsafePathError
+	var nw *storage.NotWritableError
+	switch {
+	case errors.As(err, &ce):
+		return fmt.Sprintf("Concourse v%s failed verification (%v): check release-url/release-sha256 or the attached resource", version, err)
+	case errors.As(err, &ue):
+		return fmt.Sprintf("Concourse v%s tarball rejected (%v): use an official release tarball", version, err)
+	case errors.As(err, &nw):
+		return err.Error()
+	case errors.As(err, &de):
+		return fmt.Sprintf("Cannot download Concourse v%s (%v): check release-url, the model proxy, or attach the concourse-release resource", version, err)
+	}
+	where := src.URL
+	if src.LocalPath != "" {
+		where = src.LocalPath
+	}
+	return fmt.Sprintf("Installing Concourse v%s from %s failed: %v", version, where, err)
+}
+
+func (u *unitRun) act(format string, args ...any) {
+	s := fmt.Sprintf(format, args...)
+	u.actions = append(u.actions, s)
+	u.logf("%s", s)
+}
+
+func saveState(dir string, s LocalState) error {
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("creating %s: %w", dir, err)
+	}
+	if _, err := concourse.WriteFileAtomic(filepath.Join(dir, "state.json"), b, 0o600, -1, -1); err != nil {
+		return fmt.Errorf("saving charm state: %w", err)
+	}
+	return nil
+}
+
+func hashOf(parts ...[]byte) string {
+	h := sha256.New()
+	for _, p := range parts {
+		fmt.Fprintf(h, "%d:", len(p))
+		h.Write(p)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+func (u *unitRun) githubAPI() string {
+	if u.deps.GitHubAPI != "" {
+		return u.deps.GitHubAPI
+	}
+	return concourse.DefaultGitHubAPI
+}
+
+func unitTag(unit string) string { return strings.ReplaceAll(unit, "/", "-") }

@@ -1,0 +1,332 @@
+package hooks
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/concourse-ci-machine/concourse-ci-machine/internal/juju"
+)
+
+// Relation endpoints (metadata.yaml) and the keys we exchange over them. Key names that the
+// reference charm used keep its spelling so a refresh from it keeps working (reference-charm §5).
+const (
+	epPeers    = "peers"
+	epTSA      = "tsa"
+	epFlight   = "flight"
+	epPostgres = "postgresql"
+
+	// peers app databag (leader writes)
+	keyTargetVersion    = "target-version"    // version every unit should install (pinned or resolved latest)
+	keyInstalledVersion = "installed-version" // version the installer finished installing (wakes waiters)
+	keyWebVersion       = "concourse-version" // version the web service runs (workers follow it)
+	keyAdminSecret      = "admin-secret-id"   // URI of the app-owned secret holding the admin password
+
+	// unit databags
+	keyTSAHost      = "tsa-host"          // web: <ip>:2222
+	keyWebIP        = "web-ip"            // web: reference charm's key, kept for compatibility
+	keyTSAPublicKey = "tsa-public-key"    // web: ssh-rsa … of its TSA host key
+	keyWorkerKey    = "worker-public-key" // worker: ssh-rsa … of its worker key
+	keyRunning      = "running-version"   // worker: version its service runs
+
+	tsaPort      = 2222
+	databaseName = "concourse"
+	webService   = "concourse-server.service"
+	workerSvc    = "concourse-worker.service"
+	webUser      = "concourse"
+)
+
+// requestedSecrets is what data_interfaces' requirer sends (juju-contract §7.1).
+var requestedSecrets = `["username","password","tls","tls-ca","uris","read-only-uris","entity-name","entity-password"]`
+
+// RelationFacts is one relation as this unit sees it in the current hook.
+type RelationFacts struct {
+	ID        int
+	RemoteApp string
+	AppData   map[string]string            // peers: our own app bag; others: the remote app bag
+	Units     map[string]map[string]string // remote units still in the relation → their bag
+}
+
+// DBFacts is what the postgresql relation offers.
+type DBFacts struct {
+	RelationID int
+	OurAppData map[string]string // leader only: what we requested
+	Endpoints  string
+	Database   string
+	Username   string
+	Password   string
+	SecretErr  error // credentials announced but unreadable
+}
+
+// Facts are gathered once per hook, before anything is decided.
+type Facts struct {
+	Env       juju.Env
+	Event     juju.Event
+	RawConfig map[string]any
+	Leader    bool
+	Address   string
+	Peers     *RelationFacts
+	TSA       []RelationFacts
+	Flight    []RelationFacts
+	DB        *DBFacts
+	State     LocalState
+}
+
+// LocalState is what this unit did, kept on its own disk: the inputs each service was started
+// with (pebble's serviceData.config), so a service restarts only when they change.
+type LocalState struct {
+	Web         *ServiceRecord `json:"web,omitempty"`
+	Worker      *ServiceRecord `json:"worker,omitempty"`
+	HadDatabase bool           `json:"had-database,omitempty"`
+	// MigrationHold is the schema run-migrations moved the database down to: no web starts until
+	// the installed release supports exactly that schema (it would migrate straight back up).
+	MigrationHold int64 `json:"migration-hold,omitempty"`
+}
+
+// ServiceRecord is the input hash and version a running service was started with.
+type ServiceRecord struct {
+	Hash        string    `json:"hash"`
+	Version     string    `json:"version"`
+	KeysHash    string    `json:"keys-hash,omitempty"` // authorized worker keys: reloaded by SIGHUP, not restarted
+	StartedAt   time.Time `json:"started-at"`
+	StartedWith string    `json:"binary,omitempty"`
+}
+
+func (h *handler) gather(ctx context.Context) (*Facts, error) {
+	f := &Facts{Env: h.deps.Env, Event: h.deps.Env.Event()}
+	var err error
+	if f.RawConfig, err = h.juju.Config(ctx); err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	if f.Leader, err = h.juju.IsLeader(ctx); err != nil {
+		// juju-contract §2.2: on failure assume not leader, never guess leadership.
+		h.logf("is-leader failed, assuming not leader: %v", err)
+		f.Leader = false
+	}
+	if f.Address, err = h.juju.PrivateAddress(ctx); err != nil {
+		return nil, fmt.Errorf("reading the unit address: %w", err)
+	}
+	if f.Peers, err = h.peerFacts(ctx); err != nil {
+		return nil, err
+	}
+	if f.TSA, err = h.relationFacts(ctx, epTSA); err != nil {
+		return nil, err
+	}
+	if f.Flight, err = h.relationFacts(ctx, epFlight); err != nil {
+		return nil, err
+	}
+	if f.DB, err = h.dbFacts(ctx, f.Leader); err != nil {
+		return nil, err
+	}
+	f.State, err = loadState(h.deps.Paths.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
+// liveIDs drops the relation that is breaking in this hook: relation-ids still lists it during
+// -relation-broken (juju-contract §2.2), but its data must no longer count.
+func (h *handler) liveIDs(ctx context.Context, endpoint string) ([]int, error) {
+	ids, err := h.juju.RelationIDs(ctx, endpoint)
+	if err != nil {
+		return nil, fmt.Errorf("listing %s relations: %w", endpoint, err)
+	}
+	ev := h.deps.Env.Event()
+	out := ids[:0]
+	for _, id := range ids {
+		if ev.RelationEvent == "broken" && id == h.deps.Env.RelationID {
+			continue
+		}
+		out = append(out, id)
+	}
+	return out, nil
+}
+
+func (h *handler) unitBags(ctx context.Context, id int) (map[string]map[string]string, error) {
+	units, err := h.juju.RelationUnits(ctx, id)
+	if err != nil {
+		return nil, fmt.Errorf("listing units of relation %d: %w", id, err)
+	}
+	bags := make(map[string]map[string]string, len(units))
+	for _, u := range units {
+		// A departing unit's data stays readable for the whole relation (juju-contract §2.2); it
+		// must stop counting now, so its worker key is revoked in the same hook.
+		if u == h.deps.Env.DepartingUnit {
+			continue
+		}
+		d, err := h.juju.RelationData(ctx, id, u)
+		if errors.Is(err, juju.ErrRelationNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading %s's data on relation %d: %w", u, id, err)
+		}
+		bags[u] = d
+	}
+	return bags, nil
+}
+
+func (h *handler) peerFacts(ctx context.Context) (*RelationFacts, error) {
+	ids, err := h.liveIDs(ctx, epPeers)
+	if err != nil || len(ids) == 0 {
+		return nil, err
+	}
+	rf := &RelationFacts{ID: ids[0], RemoteApp: h.deps.Env.AppName}
+	if rf.AppData, err = h.juju.AppRelationData(ctx, rf.ID, h.deps.Env.AppName); err != nil {
+		return nil, fmt.Errorf("reading peer application data: %w", err)
+	}
+	if rf.Units, err = h.unitBags(ctx, rf.ID); err != nil {
+		return nil, err
+	}
+	return rf, nil
+}
+
+func (h *handler) relationFacts(ctx context.Context, endpoint string) ([]RelationFacts, error) {
+	ids, err := h.liveIDs(ctx, endpoint)
+	if err != nil {
+		return nil, err
+	}
+	var out []RelationFacts
+	for _, id := range ids {
+		rf := RelationFacts{ID: id}
+		if rf.RemoteApp, err = h.juju.RelationApp(ctx, id); err != nil {
+			return nil, fmt.Errorf("reading the remote application of relation %d: %w", id, err)
+		}
+		if rf.AppData, err = h.juju.AppRelationData(ctx, id, rf.RemoteApp); err != nil {
+			return nil, fmt.Errorf("reading %s's application data: %w", rf.RemoteApp, err)
+		}
+		if rf.Units, err = h.unitBags(ctx, id); err != nil {
+			return nil, err
+		}
+		out = append(out, rf)
+	}
+	return out, nil
+}
+
+func (h *handler) dbFacts(ctx context.Context, leader bool) (*DBFacts, error) {
+	ids, err := h.liveIDs(ctx, epPostgres)
+	if err != nil || len(ids) == 0 {
+		return nil, err
+	}
+	db := &DBFacts{RelationID: ids[0]}
+	app, err := h.juju.RelationApp(ctx, db.RelationID)
+	if err != nil {
+		return nil, fmt.Errorf("reading the database application: %w", err)
+	}
+	if leader {
+		// Only the leader may read its own app bag on a non-peer relation (juju-contract §8).
+		if db.OurAppData, err = h.juju.AppRelationData(ctx, db.RelationID, h.deps.Env.AppName); err != nil {
+			return nil, fmt.Errorf("reading our request on the database relation: %w", err)
+		}
+	}
+	if app == "" {
+		return db, nil
+	}
+	remote, err := h.juju.AppRelationData(ctx, db.RelationID, app)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s's application data: %w", app, err)
+	}
+	db.Endpoints = remote["endpoints"]
+	db.Database = remote["database"]
+	// Legacy providers send plaintext credentials when no secrets were requested (juju-contract §7.2).
+	db.Username, db.Password = remote["username"], remote["password"]
+	if uri := remote["secret-user"]; uri != "" {
+		label := fmt.Sprintf("%s.%d.user.secret", epPostgres, db.RelationID)
+		// --refresh: always follow the provider's latest revision, so a rotated password is picked
+		// up by whichever hook comes first (secret-changed or any other).
+		content, err := h.juju.GetSecret(ctx, juju.SecretGetOptions{ID: uri, Label: label, Refresh: true})
+		if err != nil {
+			db.SecretErr = err
+		} else {
+			db.Username, db.Password = content["username"], content["password"]
+		}
+	}
+	return db, nil
+}
+
+func loadState(dir string) (LocalState, error) {
+	var s LocalState
+	b, err := os.ReadFile(filepath.Join(dir, "state.json"))
+	if errors.Is(err, os.ErrNotExist) {
+		return s, nil
+	}
+	if err != nil {
+		return s, fmt.Errorf("reading charm state: %w", err)
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		// A damaged record only costs one restart: start from scratch rather than wedge the unit.
+		return LocalState{}, nil
+	}
+	return s, nil
+}
+
+// webUnits lists the TSA endpoints and public keys published by web units this unit can reach,
+// sorted so that rendered files (and their hashes) do not depend on map order.
+func webUnits(f *Facts) (hosts, keys []string, version string) {
+	seenH, seenK := map[string]bool{}, map[string]bool{}
+	add := func(bag map[string]string) {
+		h, k := bag[keyTSAHost], bag[keyTSAPublicKey]
+		if h == "" && bag[keyWebIP] != "" {
+			h = fmt.Sprintf("%s:%d", bag[keyWebIP], tsaPort)
+		}
+		if h == "" || k == "" {
+			return
+		}
+		if !seenH[h] {
+			seenH[h] = true
+			hosts = append(hosts, h)
+		}
+		if !seenK[k] {
+			seenK[k] = true
+			keys = append(keys, strings.TrimSpace(k))
+		}
+	}
+	if f.Peers != nil {
+		for _, bag := range f.Peers.Units {
+			add(bag)
+		}
+		version = f.Peers.AppData[keyWebVersion]
+	}
+	for _, r := range f.Flight {
+		for _, bag := range r.Units {
+			add(bag)
+		}
+		if version == "" {
+			version = r.AppData[keyWebVersion]
+		}
+	}
+	sort.Strings(hosts)
+	sort.Strings(keys)
+	return hosts, keys, version
+}
+
+// workerKeys lists the worker public keys of every related worker, sorted and de-duplicated.
+func workerKeys(f *Facts) []string {
+	seen := map[string]bool{}
+	var keys []string
+	add := func(bag map[string]string) {
+		if k := strings.TrimSpace(bag[keyWorkerKey]); k != "" && !seen[k] {
+			seen[k] = true
+			keys = append(keys, k)
+		}
+	}
+	if f.Peers != nil {
+		for _, bag := range f.Peers.Units {
+			add(bag)
+		}
+	}
+	for _, r := range f.TSA {
+		for _, bag := range r.Units {
+			add(bag)
+		}
+	}
+	sort.Strings(keys)
+	return keys
+}

@@ -1,0 +1,388 @@
+package hooks
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/concourse-ci-machine/concourse-ci-machine/internal/juju/jujutest"
+)
+
+const (
+	u0 = app + "/0"
+	u1 = app + "/1"
+	u2 = app + "/2"
+)
+
+var pinned = map[string]any{"version": "7.14.3", "shared-storage": "lxc"}
+
+// The seed report (seed-shared-storage-test.md), in the model: the leader installs once, the
+// worker waits for it and becomes ready, the leader waits for PostgreSQL.
+func TestSeedSharedStorage(t *testing.T) {
+	w := newWorld(t, 2, pinned)
+	w.deploy()
+	w.wantStatus(u0, "waiting: Waiting for PostgreSQL database...")
+	w.wantStatus(u1, "active: Worker ready (v7.14.3)")
+	st := w.store(w.paths(u0).Root)
+	if st.installs != 1 {
+		t.Errorf("downloads = %d; want 1", st.installs)
+	}
+	peers := w.m.RelationID(app, "peers")
+	if got := w.m.AppData(peers, app)[keyInstalledVersion]; got != "7.14.3" {
+		t.Errorf("published installed-version = %q", got)
+	}
+	// The worker registers with the leader's TSA: its env names the leader's address.
+	env := w.readFile(u1, fileWorkerEnv)
+	if !strings.Contains(env, `CONCOURSE_TSA_HOST="10.0.0.10:2222"`) {
+		t.Errorf("worker env lacks the leader's TSA:\n%s", env)
+	}
+	pub := w.readFile(u1, keyTSAPublicForWkr)
+	if !strings.HasPrefix(pub, "ssh-rsa ") {
+		t.Errorf("worker's TSA public key file = %q", pub)
+	}
+	// The web has the worker's key authorized before it even runs.
+	if auth := w.readFile(u0, keyAuthorized); !strings.Contains(auth, strings.TrimSpace(w.m.UnitData(peers, u1)[keyWorkerKey])) {
+		t.Errorf("authorized_worker_keys lacks the worker key:\n%s", auth)
+	}
+	if w.svcs[u0].active[webService] {
+		t.Error("web started without a database")
+	}
+}
+
+// A worker whose install is not there yet says what it waits for, and is woken by the leader's
+// publication (a peers-relation-changed), not by update-status.
+func TestWorkerWaitsForLeaderInstall(t *testing.T) {
+	w := newWorld(t, 2, pinned)
+	w.mustHook(u1, "install")
+	w.wantStatus(u1, "waiting: Waiting for leader to install Concourse 7.14.3")
+	w.deploy()
+	w.wantStatus(u1, "active: Worker ready (v7.14.3)")
+	for _, c := range w.m.Logs(u1) {
+		if strings.Contains(c.Hook, "update-status") {
+			t.Errorf("worker needed update-status to become ready: %v", c)
+		}
+	}
+}
+
+func TestSharedStorageMarkerMissing(t *testing.T) {
+	w := newWorld(t, 1, pinned)
+	w.store(w.paths(u0).Root).marker = false
+	w.deploy()
+	got := w.status(u0)
+	if !strings.HasPrefix(got, "waiting: Waiting for shared storage: ") || !strings.Contains(got, ".lxc_shared_storage is missing") {
+		t.Errorf("status = %q", got)
+	}
+	if w.store(w.paths(u0).Root).installs != 0 {
+		t.Error("installed without the marker")
+	}
+}
+
+func TestInvalidConfigBlocksAndWritesNothing(t *testing.T) {
+	for _, c := range []struct{ key, value, want string }{
+		{"mode", "both", `blocked: invalid mode "both": allowed values are auto, web, worker, all`},
+		{"shared-storage", "nfs", `blocked: invalid shared-storage "nfs": allowed values are none, lxc`},
+		{"version", "7.14", `blocked: invalid version "7.14": expected X.Y.Z such as 7.14.3 (a leading v is accepted), or empty for the latest release`},
+	} {
+		t.Run(c.key, func(t *testing.T) {
+			w := newWorld(t, 1, map[string]any{c.key: c.value})
+			w.deploy()
+			w.wantStatus(u0, c.want)
+			if err := filepath.Walk(w.dir, func(p string, info os.FileInfo, err error) error {
+				if err == nil && !info.IsDir() {
+					t.Errorf("invalid config wrote %s", p)
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if n := len(w.services(u0).calls); n != 0 {
+				t.Errorf("invalid config touched services: %v", w.services(u0).calls)
+			}
+		})
+	}
+}
+
+func TestWebWithDatabase(t *testing.T) {
+	w := newWorld(t, 2, pinned)
+	w.deploy()
+	w.addPostgres()
+	w.wantStatus(u0, "active: Web server ready (v7.14.3) http://10.0.0.10:8080")
+	w.wantStatus(u1, "active: Worker ready (v7.14.3)")
+	env := w.readFile(u0, fileWebEnv)
+	for _, want := range []string{`CONCOURSE_POSTGRES_HOST="10.0.0.99"`, `CONCOURSE_POSTGRES_PASSWORD="s3cret-pw"`, `CONCOURSE_MAIN_TEAM_LOCAL_USER="admin"`, `CONCOURSE_ADD_LOCAL_USER="admin:`} {
+		if !strings.Contains(env, want) {
+			t.Errorf("web.env lacks %s:\n%s", want, env)
+		}
+	}
+	if strings.Contains(env, "CONCOURSE_VERSION") {
+		t.Error("web.env renders CONCOURSE_VERSION")
+	}
+	if got := strings.Join(w.m.OpenedPorts(u0), ","); got != "2222/tcp,8080/tcp" {
+		t.Errorf("opened ports = %s", got)
+	}
+	if w.current != w.schema["7.14.3"] {
+		t.Errorf("database not migrated before start: schema %d", w.current)
+	}
+	// The admin password lives in a secret, not in relation data.
+	peers := w.m.RelationID(app, "peers")
+	for k, v := range w.m.AppData(peers, app) {
+		if strings.Contains(env, "admin:"+v) {
+			t.Errorf("admin password in peer data key %s", k)
+		}
+	}
+}
+
+// Converging twice changes nothing the second time: no restarts, no writes that matter.
+func TestConvergeIsIdempotent(t *testing.T) {
+	w := newWorld(t, 2, pinned)
+	w.deploy()
+	w.addPostgres()
+	before0, before1 := len(w.svcs[u0].calls), len(w.svcs[u1].calls)
+	for _, u := range []string{u0, u1} {
+		w.mustHook(u, "update-status")
+		w.mustHook(u, "config-changed")
+	}
+	w.settle()
+	if got := w.svcs[u0].calls[before0:]; len(got) != 0 {
+		t.Errorf("web unit service calls on a no-op convergence: %v", got)
+	}
+	if got := w.svcs[u1].calls[before1:]; len(got) != 0 {
+		t.Errorf("worker unit service calls on a no-op convergence: %v", got)
+	}
+}
+
+func TestWebPortChangeRestartsOnlyTheWeb(t *testing.T) {
+	w := newWorld(t, 2, pinned)
+	w.deploy()
+	w.addPostgres()
+	before := len(w.svcs[u1].calls)
+	w.m.SetConfig(app, map[string]any{"web-port": 9090})
+	w.mustHook(u0, "config-changed")
+	w.mustHook(u1, "config-changed")
+	w.settle()
+	if got := w.svcs[u1].calls[before:]; len(got) != 0 {
+		t.Errorf("worker touched by a web-only option: %v", got)
+	}
+	if w.svcs[u0].count("restart "+webService) != 1 {
+		t.Errorf("web restarts: %v", w.svcs[u0].calls)
+	}
+	w.wantStatus(u0, "active: Web server ready (v7.14.3) http://10.0.0.10:9090")
+	if got := strings.Join(w.m.OpenedPorts(u0), ","); got != "2222/tcp,9090/tcp" {
+		t.Errorf("opened ports after web-port change = %s", got)
+	}
+}
+
+// Adding a worker restarts no other unit: the web reloads its authorized keys with SIGHUP.
+func TestAddWorkerReloadsKeysWithoutRestart(t *testing.T) {
+	w := newWorld(t, 2, pinned)
+	w.deploy()
+	w.addPostgres()
+	web, wk := len(w.svcs[u0].calls), len(w.svcs[u1].calls)
+	u := w.m.AddUnit(app)
+	w.m.SetAddress(u, "10.0.0.12")
+	peers := w.m.RelationID(app, "peers")
+	pg := w.m.RelationID(app, "postgresql")
+	w.mustHook(u, "install")
+	w.mustHookRel(u, "peers-relation-created", peers, "")
+	w.mustHookRel(u, "postgresql-relation-created", pg, "")
+	w.mustHook(u, "leader-settings-changed")
+	w.mustHook(u, "config-changed")
+	w.mustHook(u, "start")
+	w.queue = append(w.queue, w.m.JoinEvents(peers, u)...)
+	w.settle()
+	w.wantStatus(u, "active: Worker ready (v7.14.3)")
+	if got := w.svcs[u0].calls[web:]; len(got) != 1 || got[0] != "kill SIGHUP "+webService {
+		t.Errorf("web calls when a worker joined = %v; want one SIGHUP", got)
+	}
+	if got := w.svcs[u1].calls[wk:]; len(got) != 0 {
+		t.Errorf("existing worker touched when another joined: %v", got)
+	}
+	if n := w.store(w.paths(u0).Root).installs; n != 1 {
+		t.Errorf("downloads = %d; want 1", n)
+	}
+	// The new worker departs: its key is revoked at once, again by SIGHUP.
+	key := strings.TrimSpace(w.m.UnitData(peers, u)[keyWorkerKey])
+	w.mustHook(u0, "update-status")
+	web = len(w.svcs[u0].calls)
+	if err := w.hook(u0, jujutest.HookInfo{Hook: "peers-relation-departed", RelationID: peers, RemoteUnit: u, DepartingUnit: u}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(w.readFile(u0, keyAuthorized), key) {
+		t.Error("departed worker's key still authorized")
+	}
+	if got := w.svcs[u0].calls[web:]; len(got) != 1 || got[0] != "kill SIGHUP "+webService {
+		t.Errorf("web calls when a worker departed = %v; want one SIGHUP", got)
+	}
+}
+
+func TestLeadershipMoves(t *testing.T) {
+	w := newWorld(t, 3, pinned)
+	w.deploy()
+	w.addPostgres()
+	w.m.SetLeader(app, u1)
+	w.mustHook(u1, "leader-elected")
+	w.mustHook(u0, "leader-settings-changed")
+	w.mustHook(u2, "leader-settings-changed")
+	w.settle()
+	w.wantStatus(u1, "active: Web server ready (v7.14.3) http://10.0.0.11:8080")
+	w.wantStatus(u0, "active: Worker ready (v7.14.3)")
+	w.wantStatus(u2, "active: Worker ready (v7.14.3)")
+	if w.svcs[u0].active[webService] {
+		t.Error("old leader still runs the web")
+	}
+	if _, err := os.Stat(filepath.Join(w.paths(u0).SystemdDir, webService)); !os.IsNotExist(err) {
+		t.Error("old leader kept the web unit file")
+	}
+	if w.svcs[u1].active[workerSvc] {
+		t.Error("new leader still runs a worker")
+	}
+	if len(w.m.OpenedPorts(u0)) != 0 {
+		t.Errorf("old leader keeps ports open: %v", w.m.OpenedPorts(u0))
+	}
+	for _, u := range []string{u0, u2} {
+		if env := w.readFile(u, fileWorkerEnv); !strings.Contains(env, `CONCOURSE_TSA_HOST="10.0.0.11:2222"`) {
+			t.Errorf("%s does not follow the new TSA:\n%s", u, env)
+		}
+	}
+	peers := w.m.RelationID(app, "peers")
+	if d := w.m.UnitData(peers, u0); d[keyTSAHost] != "" || d[keyTSAPublicKey] != "" {
+		t.Errorf("old leader still advertises a TSA: %v", d)
+	}
+}
+
+func TestDatabaseRemovedAndRestored(t *testing.T) {
+	w := newWorld(t, 1, pinned)
+	w.deploy()
+	id := w.addPostgres()
+	w.wantStatus(u0, "active: Web server ready (v7.14.3) http://10.0.0.10:8080")
+	w.queue = append(w.queue, w.m.RemoveRelation(id)...)
+	w.settle()
+	w.wantStatus(u0, "blocked: PostgreSQL database required")
+	if w.svcs[u0].active[webService] {
+		t.Error("web still running without its database")
+	}
+	if _, err := os.Stat(filepath.Join(w.paths(u0).ConfigDir, fileWebEnv)); !os.IsNotExist(err) {
+		t.Error("database settings left in web.env")
+	}
+	w.mustHook(u0, "update-status")
+	w.wantStatus(u0, "blocked: PostgreSQL database required")
+	w.addPostgresAgain()
+	w.wantStatus(u0, "active: Web server ready (v7.14.3) http://10.0.0.10:8080")
+}
+
+func (w *world) addPostgresAgain() {
+	id := w.m.Relate(app, "postgresql", "postgresql", "database")
+	w.mustHookRel(u0, "postgresql-relation-created", id, "")
+	uri := w.m.AddSecret("postgresql", map[string]string{"username": "relation-9", "password": "pw2"}, "")
+	w.m.GrantSecret(uri, id, "")
+	w.queue = append(w.queue, w.m.SetAppData(id, "postgresql", map[string]string{"endpoints": "10.0.0.99:5432", "secret-user": uri})...)
+	w.settle()
+}
+
+func TestDatabaseCheckFailureBlocks(t *testing.T) {
+	w := newWorld(t, 1, pinned)
+	w.dbErr = errString(`cannot connect to PostgreSQL at 10.0.0.99:5432 (database "concourse", user "relation-4"): password authentication failed`)
+	w.deploy()
+	w.addPostgres()
+	got := w.status(u0)
+	if !strings.HasPrefix(got, "blocked: PostgreSQL check failed: ") || !strings.Contains(got, "10.0.0.99:5432") || strings.Contains(got, "s3cret-pw") {
+		t.Errorf("status = %q", got)
+	}
+	if w.svcs[u0].active[webService] {
+		t.Error("web started with bad credentials")
+	}
+}
+
+type errString string
+
+func (e errString) Error() string { return string(e) }
+
+// Upgrades: one download, the web migrates and restarts first, each worker follows once the web
+// runs the new version; the old release stays as previous.
+func TestUpgradeWebFirst(t *testing.T) {
+	w := newWorld(t, 2, pinned)
+	w.deploy()
+	w.addPostgres()
+	w.m.SetConfig(app, map[string]any{"version": "8.2.5"})
+	// The worker's config-changed runs first: the release is not there yet.
+	w.mustHook(u1, "config-changed")
+	w.wantStatus(u1, "waiting: Waiting for leader to install Concourse 8.2.5")
+	if w.svcs[u1].count("restart") != 0 {
+		t.Error("worker restarted before the web")
+	}
+	w.mustHook(u0, "config-changed")
+	if w.current != w.schema["8.2.5"] {
+		t.Errorf("schema = %d; want 8.2.5's", w.current)
+	}
+	w.settle()
+	w.wantStatus(u0, "active: Web server ready (v8.2.5) http://10.0.0.10:8080")
+	w.wantStatus(u1, "active: Worker ready (v8.2.5)")
+	if n := w.store(w.paths(u0).Root).installs; n != 2 {
+		t.Errorf("downloads = %d; want 2 (one per version)", n)
+	}
+}
+
+// A worker that sees the new release on the share before the web restarted keeps its old process.
+func TestWorkerHoldsUntilWebUpgraded(t *testing.T) {
+	w := newWorld(t, 2, pinned)
+	w.deploy()
+	w.addPostgres()
+	w.m.SetConfig(app, map[string]any{"version": "8.2.5"})
+	w.store(w.paths(u0).Root).installed = "8.2.5" // another path installed it already
+	w.mustHook(u1, "config-changed")
+	if w.svcs[u1].count("restart") != 0 {
+		t.Errorf("worker restarted while the web still runs 7.14.3: %v", w.svcs[u1].calls)
+	}
+	w.wantStatus(u1, "active: Worker ready (v7.14.3)")
+	w.mustHook(u0, "config-changed")
+	w.settle()
+	w.wantStatus(u1, "active: Worker ready (v8.2.5)")
+}
+
+func TestDowngradeBelowSchemaRefused(t *testing.T) {
+	w := newWorld(t, 1, map[string]any{"version": "8.2.5"})
+	w.deploy()
+	w.addPostgres()
+	w.m.SetConfig(app, map[string]any{"version": "7.14.3"})
+	w.mustHook(u0, "config-changed")
+	got := w.status(u0)
+	if !strings.HasPrefix(got, "blocked: Refusing to run Concourse v7.14.3: the database schema is at 1776182280, newer than the 1746768931 it supports") {
+		t.Errorf("status = %q", got)
+	}
+	if w.svcs[u0].count("restart") != 0 {
+		t.Errorf("web restarted on a refused downgrade: %v", w.svcs[u0].calls)
+	}
+}
+
+func TestActions(t *testing.T) {
+	w := newWorld(t, 2, pinned)
+	w.deploy()
+	w.addPostgres()
+	if err := w.hook(u0, jujutest.HookInfo{ActionName: "get-admin-password"}); err != nil {
+		t.Fatal(err)
+	}
+	acts := w.m.Actions()
+	last := acts[len(acts)-1]
+	if last.Results["username"] != "admin" || len(last.Results["password"]) < 24 || last.Status == "failed" {
+		t.Errorf("get-admin-password on the web = %+v", last)
+	}
+	if !strings.Contains(w.readFile(u0, fileWebEnv), "admin:"+last.Results["password"]) {
+		t.Error("the action's password is not the one the web uses")
+	}
+	if err := w.hook(u1, jujutest.HookInfo{ActionName: "get-admin-password"}); err != nil {
+		t.Fatal(err)
+	}
+	acts = w.m.Actions()
+	if f := acts[len(acts)-1].Message; !strings.Contains(f, "run it on the leader unit") {
+		t.Errorf("get-admin-password on a worker: failed = %q", f)
+	}
+}
+
+func TestUnknownHookIgnored(t *testing.T) {
+	w := newWorld(t, 1, pinned)
+	w.mustHook(u0, "monitoring-relation-joined")
+	if s := w.m.UnitStatus(u0); s.Status != "" && s.Status != "unknown" {
+		t.Errorf("unknown hook set status %v", s)
+	}
+}

@@ -1,0 +1,72 @@
+package hooks
+
+import (
+	"fmt"
+	"io"
+	"path/filepath"
+
+	"github.com/concourse-ci-machine/concourse-ci-machine/internal/concourse"
+)
+
+// RenderInput is what `concourse-ci-machine render` knows: a configuration and a situation, no
+// Juju and no machine.
+type RenderInput struct {
+	Config   map[string]any
+	Leader   bool
+	Unit     string // e.g. concourse-ci-machine/0
+	Address  string // unit address
+	TSAHosts []string
+	Version  string // installed version, for the binary path
+	Paths    Paths
+	DBHost   string
+	DBPort   int
+}
+
+// Render prints the files a unit would write for the given configuration and role, without
+// touching the machine, using the same functions as the hooks.
+func Render(w io.Writer, in RenderInput) error {
+	cfg, err := parseConfig(in.Config)
+	if err != nil {
+		return err
+	}
+	role := decideRole(cfg.Mode, in.Leader)
+	version := in.Version
+	if version == "" {
+		version = cfg.Version
+	}
+	if version == "" {
+		version = "<version>"
+	}
+	binary := filepath.Join(in.Paths.Root, "versions", version+"-<id>", "bin", "concourse")
+	fmt.Fprintf(w, "# role: %s (mode=%s, leader=%t), shared-storage=%s\n", role, cfg.Mode, in.Leader, cfg.SharedStorage)
+	if role.Web {
+		db := concourse.DBConfig{Host: in.DBHost, Port: in.DBPort, User: "relation-user", Password: "from-the-secret-user-secret", Database: databaseName}
+		_, env, unit, err := renderWeb(cfg, in.Paths, in.Address, binary, "from-the-admin-password-secret", db)
+		if err != nil {
+			return err
+		}
+		section(w, filepath.Join(in.Paths.ConfigDir, fileWebEnv), "0640 root:concourse", env)
+		section(w, filepath.Join(in.Paths.SystemdDir, webService), "0644", unit)
+		fmt.Fprintf(w, "# ports opened: %d/tcp (web), %d/tcp (TSA)\n\n", cfg.WebPort, tsaPort)
+	}
+	if role.Worker {
+		hosts := in.TSAHosts
+		if role.Web {
+			hosts = append(hosts, fmt.Sprintf("%s:%d", in.Address, tsaPort))
+		}
+		if len(hosts) == 0 {
+			hosts = []string{"<web address>:2222"}
+		}
+		env, unit, err := renderWorker(cfg, in.Paths, in.Unit, binary, hosts)
+		if err != nil {
+			return err
+		}
+		section(w, filepath.Join(in.Paths.ConfigDir, fileWorkerEnv), "0600 root:root", env)
+		section(w, filepath.Join(in.Paths.SystemdDir, workerSvc), "0644", unit)
+	}
+	return nil
+}
+
+func section(w io.Writer, path, mode string, body []byte) {
+	fmt.Fprintf(w, "# ---- %s (%s)\n%s\n", path, mode, body)
+}

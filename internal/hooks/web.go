@@ -1,0 +1,397 @@
+package hooks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/concourse-ci-machine/concourse-ci-machine/internal/concourse"
+	"github.com/concourse-ci-machine/concourse-ci-machine/internal/juju"
+)
+
+// Files the charm owns on each unit, relative to Paths.ConfigDir / Paths.SystemdDir.
+const (
+	fileWebEnv         = "web.env"
+	fileWorkerEnv      = "worker.env"
+	keySession         = "keys/session_signing_key"
+	keyTSAHostKey      = "keys/tsa_host_key"
+	keyAuthorized      = "keys/authorized_worker_keys"
+	keyWorker          = "keys/worker_key"
+	keyTSAPublicForWkr = "keys/tsa_host_key.pub.workers" // every web's TSA public key, for the worker
+)
+
+func (u *unitRun) path(rel string) string { return filepath.Join(u.deps.Paths.ConfigDir, rel) }
+
+func (u *unitRun) unitPath(name string) string { return filepath.Join(u.deps.Paths.SystemdDir, name) }
+
+// ensureKeys generates the keys this unit's roles need, once; existing keys are never replaced.
+// Private keys stay on this unit; only the public halves are published.
+func (u *unitRun) ensureKeys(ctx context.Context) error {
+	if err := os.MkdirAll(u.path("keys"), 0o755); err != nil {
+		return fmt.Errorf("creating %s: %w", u.path("keys"), err)
+	}
+	if u.role.Web {
+		uid, gid, err := u.deps.EnsureUser(webUser)
+		if err != nil {
+			return fmt.Errorf("creating the %s system user: %w", webUser, err)
+		}
+		u.webUID, u.webGID = uid, gid
+		if _, created, err := concourse.EnsureKey(u.path(keySession), u.keyBits(), uid, gid); err != nil {
+			return err
+		} else if created {
+			u.act("Generate session signing key %s", u.path(keySession))
+		}
+		pub, created, err := concourse.EnsureKey(u.path(keyTSAHostKey), u.keyBits(), uid, gid)
+		if err != nil {
+			return err
+		}
+		if created {
+			u.act("Generate TSA host key %s", u.path(keyTSAHostKey))
+		}
+		u.tsaPub = pub
+	}
+	if u.role.Worker {
+		pub, created, err := concourse.EnsureKey(u.path(keyWorker), u.keyBits(), 0, 0)
+		if err != nil {
+			return err
+		}
+		if created {
+			u.act("Generate worker key %s", u.path(keyWorker))
+		}
+		u.workerPub = pub
+	}
+	return nil
+}
+
+func (u *unitRun) keyBits() int {
+	if u.deps.KeyBits > 0 {
+		return u.deps.KeyBits
+	}
+	return concourse.DefaultKeyBits
+}
+
+// webURL is what users reach: the external-url option, else the unit's address.
+func (u *unitRun) webURL() string {
+	if u.cfg.ExternalURL != "" {
+		return u.cfg.ExternalURL
+	}
+	return fmt.Sprintf("http://%s:%d", hostForURL(u.f.Address), u.cfg.WebPort)
+}
+
+func hostForURL(addr string) string {
+	if strings.Contains(addr, ":") {
+		return "[" + addr + "]"
+	}
+	return addr
+}
+
+// ensureWeb converges the web service: published TSA identity, authorized worker keys, the
+// environment file and unit, and a (re)start only when their inputs changed.
+func (u *unitRun) ensureWeb(ctx context.Context) (ready bool, err error) {
+	if !u.role.Web {
+		return false, u.removeService(ctx, webService, &u.state.Web, u.path(fileWebEnv))
+	}
+	if u.installed == "" {
+		return false, nil // the install step has set the status
+	}
+	u.unitData[keyTSAHost] = fmt.Sprintf("%s:%d", u.f.Address, tsaPort)
+	u.unitData[keyWebIP] = u.f.Address
+	u.unitData[keyTSAPublicKey] = u.tsaPub
+
+	// Rebuilt from the relation data of this hook, so departed workers lose access at once
+	// (reference weakness #28); a change is applied with SIGHUP, never a restart.
+	keys := workerKeys(u.f)
+	if u.role.Worker && u.workerPub != "" && !contains(keys, u.workerPub) {
+		keys = append(keys, u.workerPub)
+	}
+	authorized := []byte(strings.Join(keys, "\n"))
+	if len(keys) > 0 {
+		authorized = append(authorized, '\n')
+	}
+	if _, err := concourse.WriteFileAtomic(u.path(keyAuthorized), authorized, 0o640, 0, u.webGID); err != nil {
+		return false, err
+	}
+	keysHash := hashOf(authorized)
+
+	db, ok := u.dbConfig(ctx)
+	if !ok {
+		return false, u.stopWebForDatabase(ctx)
+	}
+	password, err := u.adminPassword(ctx)
+	if err != nil {
+		return false, err
+	}
+	if password == "" {
+		u.status.waiting("Waiting for the leader to create the admin password")
+		return false, nil
+	}
+	env, envFile, unitFile, err := renderWeb(u.cfg, u.deps.Paths, u.f.Address, u.binary, password, db)
+	if err != nil {
+		u.status.blocked(fmt.Sprintf("Invalid web configuration: %v", err))
+		return false, nil
+	}
+	if _, err := concourse.WriteFileAtomic(u.path(fileWebEnv), envFile, 0o640, 0, u.webGID); err != nil {
+		return false, err
+	}
+	if err := os.MkdirAll(u.deps.Paths.SystemdDir, 0o755); err != nil {
+		return false, err
+	}
+	unitChanged, err := concourse.WriteFileAtomic(u.unitPath(webService), unitFile, 0o644, -1, -1)
+	if err != nil {
+		return false, err
+	}
+	if unitChanged {
+		if err := u.deps.Services.DaemonReload(ctx); err != nil {
+			return false, err
+		}
+	}
+	hash := hashOf(envFile, unitFile, []byte(u.tsaPub))
+	active, err := u.deps.Services.IsActive(ctx, webService)
+	if err != nil {
+		return false, err
+	}
+	rec := u.state.Web
+	switch {
+	case rec == nil || rec.Hash != hash || !active:
+		if hold := u.state.MigrationHold; hold != 0 {
+			supported, err := u.deps.NewMigrator(u.binary, envListOf(env)).SupportedVersion(ctx)
+			if err != nil || supported != hold {
+				u.status.blocked(fmt.Sprintf("The database was migrated to schema %d by run-migrations; set version to the release that supports it (Concourse v%s supports %d), or run run-migrations without target-version to undo", hold, u.installed, supported))
+				return false, nil
+			}
+			u.state.MigrationHold = 0
+			u.changed = true
+		}
+		// Prove the credentials before touching a running web (reference weakness #29: the
+		// Python charm found out from a crash loop).
+		if err := u.deps.CheckDB(ctx, db, 10*time.Second); err != nil {
+			u.status.blocked(fmt.Sprintf("PostgreSQL check failed: %v", err))
+			return false, nil
+		}
+		if rec == nil || rec.Version != u.installed {
+			if ok, err := u.migrate(ctx, envListOf(env), rec); err != nil || !ok {
+				return false, err
+			}
+		}
+		if err := u.deps.Services.Enable(ctx, webService); err != nil {
+			return false, err
+		}
+		verb := "Start"
+		if active {
+			verb = "Restart"
+			err = u.deps.Services.Restart(ctx, webService)
+		} else {
+			err = u.deps.Services.Start(ctx, webService)
+		}
+		if err != nil {
+			u.status.blocked(fmt.Sprintf("Cannot start %s: %v", webService, err))
+			return false, nil
+		}
+		u.act("%s %s (Concourse %s)", verb, webService, u.installed)
+		u.jlog(juju.LogInfo, fmt.Sprintf("%sed %s with Concourse %s", strings.ToLower(verb), webService, u.installed))
+		u.state.Web = &ServiceRecord{Hash: hash, Version: u.installed, KeysHash: keysHash, StartedAt: u.now(), StartedWith: u.binary}
+		u.state.HadDatabase = true
+		u.changed = true
+	case rec.KeysHash != keysHash:
+		if err := u.deps.Services.Kill(ctx, webService, "SIGHUP"); err != nil {
+			return false, err
+		}
+		u.act("Reload authorized worker keys of %s (SIGHUP, %d keys)", webService, len(keys))
+		rec.KeysHash = keysHash
+		u.changed = true
+	}
+	u.unitData[keyWebVersion] = u.state.Web.Version
+	u.setPeerApp(keyWebVersion, u.state.Web.Version)
+	u.tsaApp[keyWebVersion] = u.state.Web.Version
+	return true, nil
+}
+
+// migrate runs the new binary's migrations before the web starts on a new version, and refuses a
+// downgrade below the schema the database already has (concourse-contract §8.3).
+func (u *unitRun) migrate(ctx context.Context, env []string, rec *ServiceRecord) (bool, error) {
+	m := u.deps.NewMigrator(u.binary, env)
+	supported, err := m.SupportedVersion(ctx)
+	if err != nil {
+		u.status.blocked(fmt.Sprintf("Cannot read the schema version Concourse v%s supports: %v", u.installed, err))
+		return false, nil
+	}
+	current, err := m.CurrentVersion(ctx)
+	if err != nil {
+		u.status.blocked(fmt.Sprintf("Cannot read the database schema version: %v", err))
+		return false, nil
+	}
+	if current > supported {
+		u.status.blocked(fmt.Sprintf("Refusing to run Concourse v%s: the database schema is at %d, newer than the %d it supports. Run the run-migrations action with target-version=%d while the newer release is installed, then set version again", u.installed, current, supported, supported))
+		return false, nil
+	}
+	if current == supported {
+		return true, nil
+	}
+	_ = u.juju.SetStatus(ctx, juju.Status{Name: juju.StatusMaintenance, Message: fmt.Sprintf("Migrating the database to Concourse v%s (schema %d → %d)...", u.installed, current, supported)})
+	if err := m.MigrateToLatest(ctx); err != nil {
+		u.status.blocked(fmt.Sprintf("Database migration to schema %d failed: %v", supported, err))
+		return false, nil
+	}
+	u.act("Migrate the database from schema %d to %d", current, supported)
+	return true, nil
+}
+
+// dbConfig returns the database settings when the relation is complete, else records why not.
+func (u *unitRun) dbConfig(ctx context.Context) (concourse.DBConfig, bool) {
+	db := u.f.DB
+	if db == nil {
+		if u.state.HadDatabase {
+			u.status.blocked("PostgreSQL database required")
+		} else {
+			u.status.waiting("Waiting for PostgreSQL database...")
+		}
+		return concourse.DBConfig{}, false
+	}
+	if db.SecretErr != nil {
+		u.status.waiting(fmt.Sprintf("Waiting for PostgreSQL database... (credentials unreadable: %v)", db.SecretErr))
+		return concourse.DBConfig{}, false
+	}
+	if db.Endpoints == "" || db.Username == "" || db.Password == "" {
+		u.status.waiting("Waiting for PostgreSQL database...")
+		return concourse.DBConfig{}, false
+	}
+	host, port, err := concourse.ParseEndpoints(db.Endpoints)
+	if err != nil {
+		u.status.blocked(fmt.Sprintf("PostgreSQL endpoints %q unusable: %v", db.Endpoints, err))
+		return concourse.DBConfig{}, false
+	}
+	name := db.Database
+	if name == "" {
+		name = databaseName
+	}
+	return concourse.DBConfig{Host: host, Port: port, User: db.Username, Password: db.Password, Database: name}, true
+}
+
+// stopWebForDatabase stops a web whose database went away and removes its settings (the
+// reference left them in config.env: weakness #11).
+func (u *unitRun) stopWebForDatabase(ctx context.Context) error {
+	if u.state.Web == nil {
+		return nil
+	}
+	if err := u.deps.Services.Stop(ctx, webService); err != nil {
+		return err
+	}
+	if err := u.deps.Services.Disable(ctx, webService); err != nil {
+		return err
+	}
+	if err := os.Remove(u.path(fileWebEnv)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing %s: %w", u.path(fileWebEnv), err)
+	}
+	u.act("Stop %s: no database", webService)
+	u.state.Web = nil
+	u.changed = true
+	return nil
+}
+
+// adminPassword reads the application's admin password secret (created by the leader).
+func (u *unitRun) adminPassword(ctx context.Context) (string, error) {
+	if u.newAdminPassword != "" {
+		return u.newAdminPassword, nil
+	}
+	id := ""
+	if u.f.Peers != nil {
+		id = u.f.Peers.AppData[keyAdminSecret]
+	}
+	if id == "" {
+		return "", nil
+	}
+	content, err := u.juju.GetSecret(ctx, juju.SecretGetOptions{ID: id})
+	if errors.Is(err, juju.ErrSecretNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("reading the admin password secret: %w", err)
+	}
+	return content["password"], nil
+}
+
+// removeService stops and disables a service whose role this unit no longer has, and removes its
+// unit and environment files, so no unit keeps running a role it lost.
+func (u *unitRun) removeService(ctx context.Context, name string, rec **ServiceRecord, envFile string) error {
+	unitFile := u.unitPath(name)
+	_, statErr := os.Stat(unitFile)
+	if *rec == nil && errors.Is(statErr, os.ErrNotExist) {
+		return nil
+	}
+	if name == workerSvc {
+		// The unit's KillSignal lands the worker (kept registered across restarts); a worker
+		// that goes away for good retires instead, or it lingers as a stalled ghost.
+		if active, _ := u.deps.Services.IsActive(ctx, name); active {
+			if err := u.deps.Services.Kill(ctx, name, "SIGUSR2"); err != nil {
+				u.logf("retiring %s: %v", name, err)
+			}
+		}
+	}
+	if err := u.deps.Services.Stop(ctx, name); err != nil {
+		return err
+	}
+	if err := u.deps.Services.Disable(ctx, name); err != nil {
+		return err
+	}
+	for _, p := range []string{unitFile, envFile} {
+		if err := os.Remove(p); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("removing %s: %w", p, err)
+		}
+	}
+	if err := u.deps.Services.DaemonReload(ctx); err != nil {
+		return err
+	}
+	u.act("Stop and remove %s: this unit's role is now %s", name, u.role)
+	*rec = nil
+	u.changed = true
+	return nil
+}
+
+func envListOf(vars []concourse.EnvVar) []string {
+	out := make([]string, 0, len(vars))
+	for _, v := range vars {
+		out = append(out, v.Name+"="+v.Value)
+	}
+	return out
+}
+
+// renderWeb builds the web's environment and unit file from plain values; the hooks and the
+// render command share it, so what `render` prints is what a unit writes.
+func renderWeb(cfg Config, p Paths, address, binary, password string, db concourse.DBConfig) ([]concourse.EnvVar, []byte, []byte, error) {
+	path := func(rel string) string { return filepath.Join(p.ConfigDir, rel) }
+	ext := cfg.ExternalURL
+	if ext == "" {
+		ext = fmt.Sprintf("http://%s:%d", hostForURL(address), cfg.WebPort)
+	}
+	env, err := concourse.WebEnv(concourse.WebConfig{
+		BindPort:                   cfg.WebPort,
+		ExternalURL:                ext,
+		LogLevel:                   cfg.LogLevel,
+		SessionSigningKeyPath:      path(keySession),
+		TSAHostKeyPath:             path(keyTSAHostKey),
+		TSAAuthorizedKeysPath:      path(keyAuthorized),
+		TSABindPort:                tsaPort,
+		AdminUser:                  cfg.AdminUser,
+		AdminPassword:              password,
+		Postgres:                   &db,
+		ContainerPlacementStrategy: cfg.ContainerPlacementStrategy,
+		PeerAddress:                address,
+	})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	unit := concourse.WebUnit(concourse.UnitOptions{
+		Description: "Concourse CI web node (managed by the concourse-ci-machine charm)",
+		Binary:      binary,
+		Subcommand:  "web",
+		EnvFile:     path(fileWebEnv),
+		User:        webUser,
+		Group:       webUser,
+		ExtraArgs:   cfg.ExtraWebFlags,
+	})
+	return env, concourse.RenderEnv(env), unit, nil
+}

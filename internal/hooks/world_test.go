@@ -1,0 +1,409 @@
+package hooks
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/concourse-ci-machine/concourse-ci-machine/internal/concourse"
+	"github.com/concourse-ci-machine/concourse-ci-machine/internal/juju"
+	"github.com/concourse-ci-machine/concourse-ci-machine/internal/juju/jujutest"
+	"github.com/concourse-ci-machine/concourse-ci-machine/internal/storage"
+)
+
+const app = "concourse-ci-machine"
+
+// world is a whole deployment for handler tests: the in-memory Juju model, and per unit its own
+// directories, service manager and (unless shared) install root. Hooks run through the real
+// juju.Client over jujutest's hook-tool interpreter: state in, state out.
+type world struct {
+	t       *testing.T
+	m       *jujutest.Model
+	dir     string
+	shared  bool
+	stores  map[string]*fakeStore // by install root
+	svcs    map[string]*fakeServices
+	dbErr   error
+	schema  map[string]int64 // version → supported schema
+	current int64            // database schema
+	latest  string
+	queue   []jujutest.Event
+	stderr  bytes.Buffer
+}
+
+func newWorld(t *testing.T, n int, config map[string]any) *world {
+	t.Helper()
+	w := &world{
+		t: t, m: jujutest.NewModel("test", "1b9e6e3c-0000-4000-8000-000000000001"), dir: t.TempDir(),
+		stores: map[string]*fakeStore{}, svcs: map[string]*fakeServices{},
+		schema: map[string]int64{"7.14.3": 1746768931, "8.2.5": 1776182280},
+		latest: "7.14.3",
+	}
+	w.shared = config["shared-storage"] == "lxc"
+	w.m.AddApp(app, charmMeta(t), config)
+	for i := 0; i < n; i++ {
+		u := w.m.AddUnit(app)
+		w.m.SetAddress(u, fmt.Sprintf("10.0.0.%d", 10+i))
+	}
+	return w
+}
+
+// charmMeta reads the real metadata.yaml and config.yaml, so the tests see the options, defaults
+// and endpoints operators get.
+func charmMeta(t *testing.T) jujutest.AppMeta {
+	t.Helper()
+	var md struct {
+		Peers, Provides, Requires map[string]struct{ Interface string }
+	}
+	var cf struct {
+		Options map[string]jujutest.Option
+	}
+	for file, v := range map[string]any{"../../metadata.yaml": &md, "../../config.yaml": &cf} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := yaml.Unmarshal(b, v); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flat := func(m map[string]struct{ Interface string }) map[string]string {
+		out := map[string]string{}
+		for k, v := range m {
+			out[k] = v.Interface
+		}
+		return out
+	}
+	return jujutest.AppMeta{Peers: flat(md.Peers), Provides: flat(md.Provides), Requires: flat(md.Requires), Options: cf.Options}
+}
+
+func (w *world) paths(unit string) Paths {
+	base := filepath.Join(w.dir, unitTag(unit))
+	p := Paths{
+		Root:       filepath.Join(base, "var/lib/concourse"),
+		ConfigDir:  filepath.Join(base, "etc/concourse"),
+		WorkDir:    filepath.Join(base, "var/lib/concourse-worker/work"),
+		StateDir:   filepath.Join(base, "var/lib/concourse-charm"),
+		SystemdDir: filepath.Join(base, "etc/systemd/system"),
+	}
+	if w.shared {
+		p.Root = filepath.Join(w.dir, "shared")
+	}
+	return p
+}
+
+func (w *world) store(root string) *fakeStore {
+	if w.stores[root] == nil {
+		w.stores[root] = &fakeStore{root: root, shared: w.shared, marker: true}
+	}
+	return w.stores[root]
+}
+
+func (w *world) services(unit string) *fakeServices {
+	if w.svcs[unit] == nil {
+		w.svcs[unit] = &fakeServices{active: map[string]bool{}, enabled: map[string]bool{}}
+	}
+	return w.svcs[unit]
+}
+
+// hook runs one hook or action on a unit like Juju: commit on success, discard on failure, and
+// queue the hooks the committed changes cause on other units.
+func (w *world) hook(unit string, info jujutest.HookInfo) error {
+	w.t.Helper()
+	if info.RelationID == 0 && !strings.Contains(info.Hook, "relation") {
+		info.RelationID = -1
+	}
+	hc := w.m.NewHookContext(unit, info)
+	env := juju.ParseEnv(lookup(hc.Env()), "dispatch")
+	client := juju.NewClient(jujutest.Runner{Ctx: hc}, env)
+	paths := w.paths(unit)
+	svcs := w.services(unit)
+	deps := Deps{
+		Juju: client, Env: env, Paths: paths, GOARCH: "amd64",
+		Services: svcs,
+		NewStore: func(root, _ string, _ func(int64, int64)) Store { return w.store(root) },
+		NewMigrator: func(binary string, env []string) Migrator {
+			return &fakeMigrator{w: w, binary: binary}
+		},
+		CheckDB:      func(context.Context, concourse.DBConfig, time.Duration) error { return w.dbErr },
+		ProbeVersion: nil,
+		EnsureUser:   func(string) (int, int, error) { return os.Getuid(), os.Getgid(), nil },
+		Stderr:       &w.stderr,
+		KeyBits:      2048,
+		InstallWait:  10 * time.Millisecond,
+		GitHubAPI:    "http://127.0.0.1:1", // never reached: tests pin versions or fail the lookup
+	}
+	err := Run(context.Background(), deps)
+	if err != nil {
+		hc.Discard()
+		return err
+	}
+	w.queue = append(w.queue, hc.Commit()...)
+	return nil
+}
+
+func (w *world) mustHook(unit, hook string) {
+	w.t.Helper()
+	if err := w.hook(unit, jujutest.HookInfo{Hook: hook}); err != nil {
+		w.t.Fatalf("%s %s: %v\n%s", unit, hook, err, w.stderr.String())
+	}
+}
+
+// settle runs queued hooks until none is left (bounded: a loop of relation changes is a bug).
+func (w *world) settle() {
+	w.t.Helper()
+	for i := 0; len(w.queue) > 0; i++ {
+		if i > 200 {
+			w.t.Fatalf("hooks do not settle; still queued: %v", w.queue)
+		}
+		ev := w.queue[0]
+		w.queue = w.queue[1:]
+		if !strings.HasPrefix(ev.Unit, app+"/") {
+			continue // the stand-in providers have no charm code in these tests
+		}
+		if err := w.hook(ev.Unit, ev.HookInfo); err != nil {
+			w.t.Fatalf("%s: %v\n%s", ev, err, w.stderr.String())
+		}
+	}
+}
+
+// deploy runs juju-contract §4.1's sequence on every unit, then settles.
+func (w *world) deploy() {
+	w.t.Helper()
+	units := w.m.Units(app)
+	leader := w.m.Leader(app)
+	peers := w.m.RelationID(app, "peers")
+	for _, u := range units {
+		w.mustHook(u, "install")
+		if err := w.hook(u, jujutest.HookInfo{Hook: "peers-relation-created", RelationID: peers}); err != nil {
+			w.t.Fatal(err)
+		}
+		if u == leader {
+			w.mustHook(u, "leader-elected")
+		} else {
+			w.mustHook(u, "leader-settings-changed")
+		}
+		w.mustHook(u, "config-changed")
+		w.mustHook(u, "start")
+	}
+	for _, u := range units {
+		w.queue = append(w.queue, w.m.JoinEvents(peers, u)...)
+	}
+	w.settle()
+}
+
+// addPostgres relates a stand-in PostgreSQL provider that answers like the real charm
+// (juju-contract §7.2): endpoints, database, and a secret-user secret granted to the relation.
+func (w *world) addPostgres() int {
+	w.t.Helper()
+	w.m.AddApp("postgresql", jujutest.AppMeta{Provides: map[string]string{"database": "postgresql_client"}}, nil)
+	pg := w.m.AddUnit("postgresql")
+	id := w.m.Relate(app, "postgresql", "postgresql", "database")
+	for _, u := range w.m.Units(app) {
+		w.mustHookRel(u, "postgresql-relation-created", id, "")
+	}
+	w.queue = append(w.queue, w.m.JoinEvents(id, pg)...)
+	w.settle()
+	if got := w.m.AppData(id, app)["database"]; got != "concourse" {
+		w.t.Fatalf("requested database = %q; want concourse", got)
+	}
+	uri := w.m.AddSecret("postgresql", map[string]string{"username": fmt.Sprintf("relation-%d", id), "password": "s3cret-pw"}, "")
+	w.m.GrantSecret(uri, id, "")
+	w.queue = append(w.queue, w.m.SetAppData(id, "postgresql", map[string]string{
+		"endpoints": "10.0.0.99:5432", "database": "concourse", "version": "16.6", "secret-user": uri,
+	})...)
+	w.settle()
+	return id
+}
+
+func (w *world) mustHookRel(unit, hook string, id int, remote string) {
+	w.t.Helper()
+	if err := w.hook(unit, jujutest.HookInfo{Hook: hook, RelationID: id, RemoteUnit: remote}); err != nil {
+		w.t.Fatalf("%s %s: %v\n%s", unit, hook, err, w.stderr.String())
+	}
+}
+
+func (w *world) status(unit string) string {
+	s := w.m.UnitStatus(unit)
+	return s.Status + ": " + s.Message
+}
+
+func (w *world) wantStatus(unit, want string) {
+	w.t.Helper()
+	if got := w.status(unit); got != want {
+		w.t.Errorf("%s status = %q; want %q\n%s", unit, got, want, w.stderr.String())
+	}
+}
+
+func (w *world) readFile(unit, rel string) string {
+	w.t.Helper()
+	b, err := os.ReadFile(filepath.Join(w.paths(unit).ConfigDir, rel))
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return string(b)
+}
+
+func lookup(env []string) func(string) string {
+	m := map[string]string{}
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		m[k] = v
+	}
+	return func(k string) string { return m[k] }
+}
+
+// fakeStore is an install root: what is installed, and how often a release was downloaded.
+type fakeStore struct {
+	mu        sync.Mutex
+	root      string
+	shared    bool
+	marker    bool
+	installed string
+	installs  int
+	damaged   bool
+	failWith  error
+	records   map[string]string
+}
+
+func (s *fakeStore) CheckShared() error {
+	if !s.marker {
+		return &storage.MarkerMissingError{Path: filepath.Join(s.root, ".lxc_shared_storage")}
+	}
+	return nil
+}
+func (s *fakeStore) CheckWritable() error { return nil }
+func (s *fakeStore) Installed() (string, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.installed, nil
+}
+// BinaryPath names the version in the path, as the resolved versions/<v>-<id> path of the real
+// store does, so the fake migrator knows which release it runs.
+func (s *fakeStore) BinaryPath() string {
+	return filepath.Join(s.root, "versions", s.installed, "bin", "concourse")
+}
+func (s *fakeStore) Install(_ context.Context, v string, _ storage.Source) (storage.InstallResult, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failWith != nil {
+		return storage.InstallResult{}, s.failWith
+	}
+	if s.installed == v && !s.damaged {
+		return storage.InstallResult{Version: v}, nil
+	}
+	s.installed, s.damaged = v, false
+	s.installs++
+	return storage.InstallResult{Version: v, Downloaded: true, Bytes: 1 << 20}, nil
+}
+func (s *fakeStore) WaitInstalled(_ context.Context, v string, _ time.Duration) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.installed == v && !s.damaged, nil
+}
+func (s *fakeStore) VerifyQuick(func(string) error) error {
+	if s.damaged {
+		return &storage.CorruptError{Path: s.BinaryPath(), Reason: "size mismatch"}
+	}
+	return nil
+}
+func (s *fakeStore) RecordRunning(v, _ string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.records == nil {
+		s.records = map[string]string{}
+	}
+	s.records[v] = v
+	return nil
+}
+
+// fakeServices is systemd as far as the charm can see it.
+type fakeServices struct {
+	active, enabled map[string]bool
+	calls           []string
+	failStart       error
+}
+
+func (f *fakeServices) log(s string)                         { f.calls = append(f.calls, s) }
+func (f *fakeServices) DaemonReload(context.Context) error   { f.log("daemon-reload"); return nil }
+func (f *fakeServices) Enable(_ context.Context, u string) error {
+	f.enabled[u] = true
+	return nil
+}
+func (f *fakeServices) Disable(_ context.Context, u string) error {
+	f.enabled[u] = false
+	f.log("disable " + u)
+	return nil
+}
+func (f *fakeServices) Start(_ context.Context, u string) error {
+	if f.failStart != nil {
+		return f.failStart
+	}
+	f.active[u] = true
+	f.log("start " + u)
+	return nil
+}
+func (f *fakeServices) Stop(_ context.Context, u string) error {
+	f.active[u] = false
+	f.log("stop " + u)
+	return nil
+}
+func (f *fakeServices) Restart(_ context.Context, u string) error {
+	f.active[u] = true
+	f.log("restart " + u)
+	return nil
+}
+func (f *fakeServices) IsActive(_ context.Context, u string) (bool, error) { return f.active[u], nil }
+func (f *fakeServices) Kill(_ context.Context, u, sig string) error {
+	f.log("kill " + sig + " " + u)
+	return nil
+}
+
+// count reports how many recorded calls start with prefix.
+func (f *fakeServices) count(prefix string) int {
+	n := 0
+	for _, c := range f.calls {
+		if strings.HasPrefix(c, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// fakeMigrator is `concourse migrate` against the world's database schema.
+type fakeMigrator struct {
+	w      *world
+	binary string
+}
+
+func (m *fakeMigrator) version() string {
+	for v := range m.w.schema {
+		if strings.Contains(m.binary, v) {
+			return v
+		}
+	}
+	return ""
+}
+func (m *fakeMigrator) SupportedVersion(context.Context) (int64, error) {
+	v, ok := m.w.schema[m.version()]
+	if !ok {
+		return 0, errors.New("unknown binary")
+	}
+	return v, nil
+}
+func (m *fakeMigrator) CurrentVersion(context.Context) (int64, error) { return m.w.current, nil }
+func (m *fakeMigrator) MigrateToLatest(ctx context.Context) error {
+	v, err := m.SupportedVersion(ctx)
+	m.w.current = v
+	return err
+}
+func (m *fakeMigrator) MigrateTo(_ context.Context, v int64) error { m.w.current = v; return nil }

@@ -1,0 +1,115 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"syscall"
+)
+
+// ChecksumError reports a tarball whose digest differs from the expected one, or
+// an expected digest that could not be obtained (missing or malformed sidecar).
+// Want or Got is empty when it could not be determined.
+type ChecksumError struct {
+	URL  string // tarball URL or local path
+	Algo string // "sha1" or "sha256"
+	Want string
+	Got  string
+	// Reason explains a missing or malformed checksum; empty for a plain mismatch.
+	Reason string
+}
+
+func (e *ChecksumError) Error() string {
+	if e.Reason != "" {
+		return fmt.Sprintf("cannot verify %s: %s checksum %s; publish a valid \"<hex>  <name>\" sidecar or set the sha256 explicitly",
+			e.URL, e.Algo, e.Reason)
+	}
+	return fmt.Sprintf("checksum mismatch for %s: %s want %s, got %s; the download is corrupt or the checksum is wrong (nothing was installed)",
+		e.URL, e.Algo, e.Want, e.Got)
+}
+
+// UnsafePathError reports a tarball entry that would escape the install
+// directory or is of a kind we never install (devices, fifos). The whole
+// tarball is rejected and nothing becomes visible.
+type UnsafePathError struct {
+	Name   string // the entry name as stored in the tarball
+	Reason string
+}
+
+func (e *UnsafePathError) Error() string {
+	return fmt.Sprintf("unsafe tarball entry %q: %s; the tarball was rejected and nothing was installed", e.Name, e.Reason)
+}
+
+// CorruptError reports an installed file that no longer matches the manifest.
+type CorruptError struct {
+	Path   string
+	Reason string
+}
+
+func (e *CorruptError) Error() string {
+	return fmt.Sprintf("installed release is damaged: %s: %s; run the install again to repair it (a fresh copy is installed and switched to atomically)", e.Path, e.Reason)
+}
+
+// NotWritableError reports an install root this unit cannot write to.
+type NotWritableError struct {
+	Path string
+	Err  error
+}
+
+func (e *NotWritableError) Error() string {
+	fix := "make it writable for this unit"
+	switch {
+	case errors.Is(e.Err, syscall.EROFS):
+		fix = "the mount is read-only; mount it read-write on the unit that installs"
+	case errors.Is(e.Err, syscall.EACCES), errors.Is(e.Err, syscall.EPERM):
+		fix = "permission denied; check the owner and mode of the directory (and shift=true on LXD disk devices)"
+	case errors.Is(e.Err, syscall.ENOSPC):
+		fix = "the filesystem is full; free space (old versions are removed by GC)"
+	case errors.Is(e.Err, syscall.EDQUOT):
+		fix = "the disk quota is exhausted; raise the quota or free space"
+	}
+	return fmt.Sprintf("%s is not writable: %v; %s", e.Path, e.Err, fix)
+}
+
+func (e *NotWritableError) Unwrap() error { return e.Err }
+
+// MarkerMissingError reports that the operator's shared-storage marker is absent:
+// the share is not mounted (or not ready) on this unit.
+type MarkerMissingError struct {
+	Path string
+}
+
+func (e *MarkerMissingError) Error() string {
+	return fmt.Sprintf("shared storage marker %s is missing: the shared directory is not mounted or not ready; mount it on every unit and create the marker (touch %s)", e.Path, e.Path)
+}
+
+// UnavailableError reports an install root that is missing or not a directory.
+type UnavailableError struct {
+	Path string
+	Err  error
+}
+
+func (e *UnavailableError) Error() string {
+	return fmt.Sprintf("install root %s is unavailable: %v; mount the shared directory there (or create it)", e.Path, e.Err)
+}
+
+func (e *UnavailableError) Unwrap() error { return e.Err }
+
+// DownloadError is the final error of an install from a URL after all retries.
+type DownloadError struct {
+	URL      string
+	Attempts int
+	Err      error
+}
+
+func (e *DownloadError) Error() string {
+	return fmt.Sprintf("downloading %s failed after %d attempt(s): %v", e.URL, e.Attempts, e.Err)
+}
+
+func (e *DownloadError) Unwrap() error { return e.Err }
+
+// isNotWritable reports whether err means "this unit cannot write here", as
+// opposed to a real failure.
+func isNotWritable(err error) bool {
+	return errors.Is(err, syscall.EROFS) || errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) ||
+		errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT)
+}
