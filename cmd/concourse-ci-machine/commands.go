@@ -59,14 +59,22 @@ func (p *pathFlags) paths() hooks.Paths {
 
 func newDispatchCmd(getenv func(string) string, stderr io.Writer) *cobra.Command {
 	var pf pathFlags
-	var githubAPI string
+	var githubAPI, runnerKind string
 	var keyBits int
 	cmd := &cobra.Command{
 		Use:   "dispatch",
 		Short: "Handle the hook or action named by JUJU_DISPATCH_PATH (what Juju runs)",
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			env := juju.ParseEnv(getenv, os.Args[0])
-			runner := juju.ExecRunner{}
+			var runner juju.Runner = juju.ExecRunner{}
+			if runnerKind != "exec" {
+				// Talk to the unit agent's socket directly, falling back to the tools.
+				dir, err := os.Getwd()
+				if err != nil {
+					return err
+				}
+				runner = juju.NewRPCRunner(env, dir, runner)
+			}
 			client := juju.NewClient(runner, env)
 			deps := realDeps(env, pf.paths(), stderr)
 			deps.Juju = client
@@ -82,6 +90,7 @@ func newDispatchCmd(getenv func(string) string, stderr io.Writer) *cobra.Command
 	cmd.Flags().StringVar(&pf.prefix, "paths-prefix", "", "move every path the charm writes under this directory (local runs and tests)")
 	cmd.Flags().StringVar(&githubAPI, "github-api", "", "GitHub API base URL for the latest-release lookup")
 	cmd.Flags().IntVar(&keyBits, "key-bits", 0, "RSA key size (default 4096)")
+	cmd.Flags().StringVar(&runnerKind, "hook-tools", "rpc", "how hook tools are called: rpc (the agent socket, falling back to exec) or exec")
 	return cmd
 }
 

@@ -313,13 +313,33 @@ func (c *Controller) enqueue(evs ...jujutest.Event) {
 	defer c.mu.Unlock()
 	for _, e := range evs {
 		u, ok := c.units[e.Unit]
-		if !ok || u.gone {
+		if !ok || u.gone || u.coalesces(e.HookInfo) {
 			continue
 		}
 		u.queue = append(u.queue, &queued{info: e.HookInfo})
 		u.wakeUp()
 	}
 	c.notifyLocked()
+}
+
+// coalesces reports whether a -relation-changed event is already pending (queued, not yet
+// started) for the same relation and remote unit. Juju's uniter keeps one "changed" flag per
+// remote unit, not a list, and the hook reads the latest data when it runs: so a write landing
+// before the other unit has even run joined/changed yields one changed hook, not two.
+// Callers hold c.mu.
+func (u *Unit) coalesces(info jujutest.HookInfo) bool {
+	if !strings.HasSuffix(info.Hook, "-relation-changed") {
+		return false
+	}
+	for i, q := range u.queue {
+		if i == 0 && u.running {
+			continue
+		}
+		if q.info.Hook == info.Hook && q.info.RelationID == info.RelationID && q.info.RemoteUnit == info.RemoteUnit {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Controller) enqueueItem(u *Unit, q *queued) {

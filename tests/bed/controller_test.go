@@ -145,8 +145,8 @@ func TestEchoCharm(t *testing.T) {
 			t.Fatal(err)
 		}
 		settle(t, c,
-			fileIs("echo/0", "/var/lib/echo/endpoints", `"`+c.Bed.HostIP()+`:5432"`+"\n"),
-			fileIs("echo/1", "/var/lib/echo/endpoints", `"`+c.Bed.HostIP()+`:5432"`+"\n"),
+			fileIs("echo/0", "/var/lib/echo/endpoints", `"`+c.Bed.HostIP()+`:5432"`),
+			fileIs("echo/1", "/var/lib/echo/endpoints", `"`+c.Bed.HostIP()+`:5432"`),
 		)
 	})
 
@@ -189,4 +189,41 @@ func TestEchoCharm(t *testing.T) {
 			t.Errorf("echo/1 hooks %s; want peers-relation-departed(echo/0)", h1)
 		}
 	})
+}
+
+// TestSharedROWorkers: the first unit mounts the shared directory read-write, later units
+// read-only, all seeing the same files.
+func TestSharedROWorkers(t *testing.T) {
+	c := newController(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	units, err := c.Deploy(ctx, "echo", loadEcho(t), 2, nil, DeployOptions{Storage: StorageSharedROWorkers})
+	if err != nil {
+		t.Fatalf("cannot deploy: %v", err)
+	}
+	more, err := c.AddUnit(ctx, "echo", 1)
+	if err != nil {
+		t.Fatalf("cannot add a unit: %v", err)
+	}
+	settle(t, c, hasStatus("echo/2", "active", "peers-relation-changed ok"))
+	if err := units[0].WriteFile("/var/lib/concourse/.installed_version", []byte("7.14.3\n"), 0o644); err != nil {
+		t.Fatalf("writing on the read-write unit: %v", err)
+	}
+	for _, u := range []*Unit{units[1], more[0]} {
+		got, err := u.ReadFile("/var/lib/concourse/.installed_version")
+		if err != nil || string(got) != "7.14.3\n" {
+			t.Errorf("%s reads %q, %v; want the shared file", u.Name, got, err)
+		}
+		if _, stderr, code, _ := u.Exec(ctx, nil, "touch", "/var/lib/concourse/x"); code == 0 {
+			t.Errorf("%s could write the read-only shared directory", u.Name)
+		} else if !strings.Contains(string(stderr), "Read-only file system") {
+			t.Errorf("%s touch: %s", u.Name, stderr)
+		}
+	}
+	// add-unit: the new unit gets the §4.2 sequence; the existing ones see it join.
+	if err := ranHooks("echo/2", "install", "peers-relation-created", "leader-settings-changed", "config-changed", "start",
+		"peers-relation-joined(echo/0)", "peers-relation-changed(echo/0)",
+		"peers-relation-joined(echo/1)", "peers-relation-changed(echo/1)")(c); err != nil {
+		t.Error(err)
+	}
 }

@@ -171,6 +171,8 @@ func sweepRecord(recPath string) error {
 		if err := removeTree(rec.Dir); err != nil {
 			errs = append(errs, err)
 		}
+		// t.TempDir's per-test parent; removed only when empty.
+		os.Remove(filepath.Dir(rec.Dir))
 	}
 	if rec.Bridge != "" && linkExists(rec.Bridge) {
 		if out, err := exec.Command("ip", "link", "del", rec.Bridge).CombinedOutput(); err != nil {

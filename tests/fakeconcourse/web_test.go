@@ -438,7 +438,23 @@ func TestWithPostgres(t *testing.T) {
 		if resp, body := get(t, "http://"+prom+"/anything", ""); resp.StatusCode != 200 || !bytes.Contains(body, []byte("concourse_workers_registered")) {
 			t.Errorf("metrics = %d %q", resp.StatusCode, body)
 		}
+		// 8.x reports four feature flags (the 7.14-only ones are gone).
+		_, body := get(t, "http://"+w.http+"/api/v1/info", "")
+		var info struct {
+			Version      string          `json:"version"`
+			FeatureFlags map[string]bool `json:"feature_flags"`
+		}
+		if json.Unmarshal(body, &info) != nil || info.Version != "8.2.5" || len(info.FeatureFlags) != 4 {
+			t.Errorf("8.2 info = %s", body)
+		}
 		w.stop(syscall.SIGTERM)
+		// The 8.3 flavour adds /api/v1/health: failing (503) while no worker runs.
+		w3 := d.startWeb(bin825, map[string]string{"FAKE_CONCOURSE_FLAVOR": "8.3"})
+		resp, body := get(t, "http://"+w3.http+"/api/v1/health", "")
+		if resp.StatusCode != 503 || !bytes.Contains(body, []byte(`"status":"failing"`)) || !bytes.Contains(body, []byte(`"database":{"status":"healthy"}`)) {
+			t.Errorf("8.3 health = %d %s; want 503 failing with a healthy database", resp.StatusCode, body)
+		}
+		w3.stop(syscall.SIGTERM)
 		w2 := d.startWeb(bin825, map[string]string{"CONCOURSE_PROMETHEUS_BIND_IP": "127.0.0.1"})
 		if line := w2.waitLog("atc.listening"); line.Data["prometheus"] != nil {
 			t.Errorf("prometheus listener with only the IP set: %v", line.Data)
