@@ -287,6 +287,7 @@ func (s *fakeStore) Installed() (string, error) {
 	defer s.mu.Unlock()
 	return s.installed, nil
 }
+
 // BinaryPath names the version in the path, as the resolved versions/<v>-<id> path of the real
 // store does, so the fake migrator knows which release it runs.
 func (s *fakeStore) BinaryPath() string {
@@ -333,8 +334,8 @@ type fakeServices struct {
 	failStart       error
 }
 
-func (f *fakeServices) log(s string)                         { f.calls = append(f.calls, s) }
-func (f *fakeServices) DaemonReload(context.Context) error   { f.log("daemon-reload"); return nil }
+func (f *fakeServices) log(s string)                       { f.calls = append(f.calls, s) }
+func (f *fakeServices) DaemonReload(context.Context) error { f.log("daemon-reload"); return nil }
 func (f *fakeServices) Enable(_ context.Context, u string) error {
 	f.enabled[u] = true
 	return nil
