@@ -114,7 +114,7 @@ func realDeps(env juju.Env, paths hooks.Paths, stderr io.Writer) hooks.Deps {
 				Root:        root,
 				Unit:        unit,
 				HTTPClient:  client,
-				Logger:      prefixLogger{w: stderr, prefix: unit + " storage: "},
+				Logger:      prefixLogger{w: stderr}, // storage lines already name the unit
 				Progress:    progress,
 				StripPrefix: "concourse/",
 				Retry:       storage.RetryPolicy{Attempts: 5, Initial: time.Second, Max: 20 * time.Second, Total: 20 * time.Minute},
@@ -201,7 +201,7 @@ func newStorageCmd(stdout, stderr io.Writer) *cobra.Command {
 		if unit == "" {
 			unit = "operator"
 		}
-		return storage.New(storage.Options{Root: root, Unit: unit, Logger: prefixLogger{w: stderr, prefix: unit + " storage: "}, StripPrefix: "concourse/"})
+		return storage.New(storage.Options{Root: root, Unit: unit, Logger: prefixLogger{w: stderr}, StripPrefix: "concourse/"})
 	}
 	status := &cobra.Command{
 		Use:   "status",
