@@ -119,7 +119,7 @@ func (u *unitRun) run(ctx context.Context) error {
 		}
 	}
 	if !u.status.found {
-		u.status.waiting("Waiting for a role: nothing to run")
+		u.status.waiting("Setting up: waiting for the next hook")
 	}
 	return u.juju.SetStatus(ctx, u.status.best)
 }
@@ -132,7 +132,12 @@ func (u *unitRun) leaderDuties(ctx context.Context) error {
 		peers = u.f.Peers.AppData
 	}
 	target := u.cfg.Version
-	if target == "" {
+	if target == "" && u.cfg.Mode == "worker" {
+		// A worker application follows the web application it is related to; it never asks
+		// GitHub on its own, or the two could pick different releases.
+		target = u.flightTarget()
+	}
+	if target == "" && u.cfg.Mode != "worker" {
 		target = peers[keyTargetVersion]
 		ev := u.f.Event.Name
 		// Resolve "latest" only when asked to reconsider, not in every hook: the reference charm
@@ -202,6 +207,11 @@ func (u *unitRun) wantVersion() string {
 	if u.f.Peers != nil && u.f.Peers.AppData[keyTargetVersion] != "" {
 		return u.f.Peers.AppData[keyTargetVersion]
 	}
+	return u.flightTarget()
+}
+
+// flightTarget is the version the related web application chose, for a separate worker app.
+func (u *unitRun) flightTarget() string {
 	for _, r := range u.f.Flight {
 		if v := r.AppData[keyTargetVersion]; v != "" {
 			return v
@@ -219,7 +229,12 @@ func (u *unitRun) installer() bool {
 func (u *unitRun) ensureInstalled(ctx context.Context) {
 	u.want = u.wantVersion()
 	if u.want == "" {
-		if !u.f.Leader {
+		switch {
+		case u.cfg.Mode == "worker" && len(u.f.Flight) == 0:
+			u.status.blocked(needWebMessage(u.f.Env.AppName))
+		case u.cfg.Mode == "worker":
+			u.status.waiting("Waiting for the web application to choose the Concourse version")
+		case !u.f.Leader:
 			u.status.waiting("Waiting for the leader to choose the Concourse version")
 		}
 		return
@@ -423,3 +438,8 @@ func (u *unitRun) githubAPI() string {
 }
 
 func unitTag(unit string) string { return strings.ReplaceAll(unit, "/", "-") }
+
+// needWebMessage is the blocked status of a worker application with no web to register with.
+func needWebMessage(app string) string {
+	return fmt.Sprintf("Relate to a Concourse web application: juju integrate %s:flight <web-app>:tsa", app)
+}

@@ -386,3 +386,43 @@ func TestUnknownHookIgnored(t *testing.T) {
 		t.Errorf("unknown hook set status %v", s)
 	}
 }
+
+// Separate web and worker applications joined by tsa/flight and sharing storage: the worker
+// application never downloads and follows the web application's version choice.
+func TestSeparateWorkerApplication(t *testing.T) {
+	w := newWorld(t, 1, map[string]any{"mode": "web", "version": "7.14.3", "shared-storage": "lxc"})
+	w.m.AddApp("concourse-worker", charmMeta(t), map[string]any{"mode": "worker", "shared-storage": "lxc"})
+	for i := 0; i < 2; i++ {
+		w.m.SetAddress(w.m.AddUnit("concourse-worker"), "10.0.1."+string(rune('1'+i)))
+	}
+	w.deploy()
+	w.deployApp("concourse-worker")
+	w.wantStatus("concourse-worker/0", "blocked: Relate to a Concourse web application: juju integrate concourse-worker:flight <web-app>:tsa")
+	id := w.m.Relate(app, "tsa", "concourse-worker", "flight")
+	for _, u := range append(w.m.Units(app), w.m.Units("concourse-worker")...) {
+		ep := "tsa"
+		if strings.HasPrefix(u, "concourse-worker/") {
+			ep = "flight"
+		}
+		w.mustHookRel(u, ep+"-relation-created", id, "")
+	}
+	for _, u := range append(w.m.Units(app), w.m.Units("concourse-worker")...) {
+		w.queue = append(w.queue, w.m.JoinEvents(id, u)...)
+	}
+	w.settle()
+	w.addPostgres()
+	w.wantStatus(u0, "active: Web server ready (v7.14.3) http://10.0.0.10:8080")
+	for _, u := range w.m.Units("concourse-worker") {
+		w.wantStatus(u, "active: Worker ready (v7.14.3)")
+		if env := w.readFile(u, fileWorkerEnv); !strings.Contains(env, `CONCOURSE_TSA_HOST="10.0.0.10:2222"`) {
+			t.Errorf("%s worker env:\n%s", u, env)
+		}
+	}
+	if n := w.store(w.paths(u0).Root).installs; n != 1 {
+		t.Errorf("downloads = %d; want 1", n)
+	}
+	auth := w.readFile(u0, keyAuthorized)
+	if n := strings.Count(auth, "ssh-rsa "); n != 2 {
+		t.Errorf("authorized worker keys = %d; want 2:\n%s", n, auth)
+	}
+}

@@ -36,6 +36,10 @@ func (u *unitRun) ensureWorker(ctx context.Context) (ready bool, version string,
 			webVersion = u.state.Web.Version
 		}
 	}
+	if len(hosts) == 0 && u.cfg.Mode == "worker" && len(u.f.Flight) == 0 {
+		u.status.blocked(needWebMessage(u.f.Env.AppName))
+		return false, "", nil
+	}
 	if len(hosts) == 0 {
 		u.status.waiting("Waiting for TSA connection info...")
 		return false, "", nil
