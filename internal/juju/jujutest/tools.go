@@ -487,21 +487,10 @@ func relationSet(c *toolCall) error {
 	if err != nil {
 		return err
 	}
-	settings := map[string]string{}
-	if f, ok := p.str["file"]; ok {
-		b, err := c.readInput(f)
-		if err != nil {
-			return err
-		}
-		if settings, err = parseSettings(b); err != nil {
-			return usagef("cannot parse settings file: %v", err)
-		}
-	}
-	kv, err := parseKeyValues(p.pos)
+	settings, err := c.settings(p, "settings")
 	if err != nil {
 		return err
 	}
-	maps.Copy(settings, kv) // key=value arguments override the file
 	for k := range settings {
 		if k == "" {
 			return usagef("empty key in relation settings")
@@ -770,21 +759,10 @@ func stateSet(c *toolCall) error {
 	if err != nil {
 		return err
 	}
-	settings := map[string]string{}
-	if f, ok := p.str["file"]; ok {
-		b, err := c.readInput(f)
-		if err != nil {
-			return err
-		}
-		if settings, err = parseSettings(b); err != nil {
-			return usagef("cannot parse state file: %v", err)
-		}
-	}
-	kv, err := parseKeyValues(p.pos)
+	settings, err := c.settings(p, "state")
 	if err != nil {
 		return err
 	}
-	maps.Copy(settings, kv)
 	for k, v := range settings {
 		if len(k) > maxStateKey {
 			return fmt.Errorf("key %q is longer than %d bytes", k[:32]+"…", maxStateKey)
@@ -837,4 +815,25 @@ func resourceGet(c *toolCall) error {
 	}
 	c.out.WriteString(path + "\n")
 	return nil
+}
+
+// settings merges the --file input (YAML or JSON, "-" for stdin) with key=value arguments, which
+// override it: relation-set and state-set share this syntax (juju-contract §2.2).
+func (c *toolCall) settings(p parsedArgs, what string) (map[string]string, error) {
+	settings := map[string]string{}
+	if f, ok := p.str["file"]; ok {
+		b, err := c.readInput(f)
+		if err != nil {
+			return nil, err
+		}
+		if settings, err = parseSettings(b); err != nil {
+			return nil, usagef("cannot parse %s file: %v", what, err)
+		}
+	}
+	kv, err := parseKeyValues(p.pos)
+	if err != nil {
+		return nil, err
+	}
+	maps.Copy(settings, kv)
+	return settings, nil
 }
