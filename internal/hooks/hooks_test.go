@@ -1,12 +1,16 @@
 package hooks
 
 import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/concourse-ci-machine/concourse-ci-machine/internal/juju/jujutest"
+	"github.com/concourse-ci-machine/concourse-ci-machine/internal/storage"
 )
 
 const (
@@ -425,4 +429,85 @@ func TestSeparateWorkerApplication(t *testing.T) {
 	if n := strings.Count(auth, "ssh-rsa "); n != 2 {
 		t.Errorf("authorized worker keys = %d; want 2:\n%s", n, auth)
 	}
+}
+
+// Every way an install can fail ends in a status that names the problem and the fix, and leaves
+// the services alone.
+func TestInstallFailureStatuses(t *testing.T) {
+	cases := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"download", &storage.DownloadError{URL: "http://mirror/v7.14.3/concourse-7.14.3-linux-amd64.tgz", Attempts: 5, Err: errString("connection refused")},
+			"blocked: Cannot download Concourse v7.14.3 ("},
+		{"checksum", &storage.ChecksumError{URL: "http://mirror/x.tgz", Algo: "sha1", Want: "aa", Got: "bb"},
+			"blocked: Concourse v7.14.3 failed verification ("},
+		{"unsafe tarball", &storage.UnsafePathError{Name: "../x", Reason: "escapes the install root"},
+			"blocked: Concourse v7.14.3 tarball rejected ("},
+		{"disk full", &storage.NotWritableError{Path: "/var/lib/concourse", Err: errString("no space left on device")},
+			"blocked: "},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			w := newWorld(t, 1, pinned)
+			w.store(w.paths(u0).Root).failWith = c.err
+			w.deploy()
+			if got := w.status(u0); !strings.HasPrefix(got, c.want) {
+				t.Errorf("status = %q; want prefix %q", got, c.want)
+			}
+			if len(w.services(u0).calls) != 0 {
+				t.Errorf("services touched after a failed install: %v", w.services(u0).calls)
+			}
+			// Fixed (the mirror is back): the next hook installs and carries on.
+			w.store(w.paths(u0).Root).failWith = nil
+			w.mustHook(u0, "update-status")
+			w.wantStatus(u0, "waiting: Waiting for PostgreSQL database...")
+		})
+	}
+}
+
+func TestDamagedInstall(t *testing.T) {
+	w := newWorld(t, 2, pinned)
+	w.deploy()
+	st := w.store(w.paths(u0).Root)
+	st.damaged = true
+	w.mustHook(u1, "update-status")
+	if got := w.status(u1); !strings.HasPrefix(got, "blocked: Concourse v7.14.3 in ") || !strings.Contains(got, "damaged") {
+		t.Errorf("worker status on a damaged install = %q", got)
+	}
+	w.mustHook(u0, "update-status")
+	if st.installs != 2 || st.damaged {
+		t.Errorf("installer did not reinstall: installs=%d damaged=%t", st.installs, st.damaged)
+	}
+	w.mustHook(u1, "update-status")
+	w.wantStatus(u1, "active: Worker ready (v7.14.3)")
+}
+
+func TestWorkerWithoutWeb(t *testing.T) {
+	w := newWorld(t, 1, map[string]any{"mode": "worker", "version": "7.14.3"})
+	w.deploy()
+	w.wantStatus(u0, "blocked: Relate to a Concourse web application: juju integrate concourse-ci-machine:flight <web-app>:tsa")
+	if w.svcs[u0].active[workerSvc] {
+		t.Error("worker started with no TSA to register with")
+	}
+}
+
+func TestUnpinnedVersionResolvedOnceByTheLeader(t *testing.T) {
+	gh := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(rw, `{"tag_name":"v7.14.3"}`)
+	}))
+	defer gh.Close()
+	w := newWorld(t, 2, map[string]any{"shared-storage": "lxc"})
+	w.githubAPI = gh.URL
+	w.deploy()
+	w.wantStatus(u1, "active: Worker ready (v7.14.3)")
+	peers := w.m.RelationID(app, "peers")
+	if got := w.m.AppData(peers, app)[keyTargetVersion]; got != "7.14.3" {
+		t.Errorf("target-version = %q", got)
+	}
+	// GitHub unreachable later: the unit keeps the version it has instead of blocking.
+	gh.Close()
+	w.mustHook(u0, "config-changed")
+	w.wantStatus(u0, "waiting: Waiting for PostgreSQL database...")
 }

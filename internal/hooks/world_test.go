@@ -26,18 +26,19 @@ const app = "concourse-ci-machine"
 // directories, service manager and (unless shared) install root. Hooks run through the real
 // juju.Client over jujutest's hook-tool interpreter: state in, state out.
 type world struct {
-	t       *testing.T
-	m       *jujutest.Model
-	dir     string
-	shared  bool
-	stores  map[string]*fakeStore // by install root
-	svcs    map[string]*fakeServices
-	dbErr   error
-	schema  map[string]int64 // version → supported schema
-	current int64            // database schema
-	latest  string
-	queue   []jujutest.Event
-	stderr  bytes.Buffer
+	t         *testing.T
+	m         *jujutest.Model
+	dir       string
+	shared    bool
+	stores    map[string]*fakeStore // by install root
+	svcs      map[string]*fakeServices
+	dbErr     error
+	schema    map[string]int64 // version → supported schema
+	current   int64            // database schema
+	latest    string
+	githubAPI string
+	queue     []jujutest.Event
+	stderr    bytes.Buffer
 }
 
 func newWorld(t *testing.T, n int, config map[string]any) *world {
@@ -45,8 +46,9 @@ func newWorld(t *testing.T, n int, config map[string]any) *world {
 	w := &world{
 		t: t, m: jujutest.NewModel("test", "1b9e6e3c-0000-4000-8000-000000000001"), dir: t.TempDir(),
 		stores: map[string]*fakeStore{}, svcs: map[string]*fakeServices{},
-		schema: map[string]int64{"7.14.3": 1746768931, "8.2.5": 1776182280},
-		latest: "7.14.3",
+		schema:    map[string]int64{"7.14.3": 1746768931, "8.2.5": 1776182280},
+		latest:    "7.14.3",
+		githubAPI: "http://127.0.0.1:1", // nothing listens: the lookup fails unless a test serves it
 	}
 	w.shared = config["shared-storage"] == "lxc"
 	w.m.AddApp(app, charmMeta(t), config)
@@ -140,7 +142,7 @@ func (w *world) hook(unit string, info jujutest.HookInfo) error {
 		Stderr:       &w.stderr,
 		KeyBits:      2048,
 		InstallWait:  10 * time.Millisecond,
-		GitHubAPI:    "http://127.0.0.1:1", // never reached: tests pin versions or fail the lookup
+		GitHubAPI:    w.githubAPI,
 	}
 	err := Run(context.Background(), deps)
 	if err != nil {

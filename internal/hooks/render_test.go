@@ -1,0 +1,63 @@
+package hooks
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files of render_test.go")
+
+// Every option that reaches a rendered file, through the same functions the hooks use: the golden
+// files are what an operator's unit gets for each configuration.
+func TestRenderGolden(t *testing.T) {
+	t.Parallel()
+	paths := DefaultPaths()
+	cases := []struct {
+		name   string
+		leader bool
+		config map[string]any
+		tsa    []string
+	}{
+		{"auto-leader-defaults", true, map[string]any{"version": "7.14.3"}, nil},
+		{"auto-worker-defaults", false, map[string]any{"version": "7.14.3"}, []string{"10.0.0.5:2222"}},
+		{"web-every-option", true, map[string]any{
+			"mode": "web", "version": "8.2.5", "web-port": "443", "external-url": "https://ci.example.com/",
+			"initial-admin-username": "ops", "log-level": "debug",
+			"container-placement-strategy": "limit-active-tasks,volume-locality",
+			"extra-web-flags":              `--cluster-name "CI #1" --enable-global-resources --default-task-memory-limit=2GB`,
+		}, nil},
+		{"worker-every-option", false, map[string]any{
+			"mode": "worker", "version": "8.2.5", "log-level": "error", "tag": "gpu,big, gpu",
+			"containerd-dns-proxy-enable": "true", "containerd-dns-server": "10.0.0.2,10.0.0.3",
+		}, []string{"10.0.0.5:2222", "10.0.0.6:2222"}},
+		{"worker-no-dns", false, map[string]any{"mode": "worker", "version": "8.2.5", "containerd-dns-server": ""}, []string{"10.0.0.5:2222"}},
+		{"all", false, map[string]any{"mode": "all", "version": "7.14.3", "log-level": "warn"}, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var out bytes.Buffer
+			err := Render(&out, RenderInput{Config: c.config, Leader: c.leader, Unit: "concourse-ci-machine/10",
+				Address: "10.0.0.5", TSAHosts: c.tsa, Paths: paths, DBHost: "10.0.0.9", DBPort: 5432})
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden := filepath.Join("testdata", "render", c.name+".golden")
+			if *update {
+				os.MkdirAll(filepath.Dir(golden), 0o755)
+				if err := os.WriteFile(golden, out.Bytes(), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("%v (run go test -run TestRenderGolden -update)", err)
+			}
+			if !bytes.Equal(out.Bytes(), want) {
+				t.Errorf("render differs from %s:\n--- got\n%s\n--- want\n%s", golden, out.Bytes(), want)
+			}
+		})
+	}
+}
