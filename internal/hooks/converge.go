@@ -159,9 +159,14 @@ func (u *unitRun) leaderDuties(ctx context.Context) error {
 	}
 	u.tsaApp[keyTargetVersion] = target
 	if u.cfg.Mode != "worker" && u.f.Peers != nil && peers[keyAdminSecret] == "" {
-		pw, err := randomPassword(u.deps.Random, 32)
-		if err != nil {
-			return err
+		// A refresh from the Python charm finds its plaintext password in the peer data: keep
+		// it (users and pipelines know it) but move it into a secret (reference weakness #26).
+		pw := peers[keyLegacyAdminPassword]
+		if pw == "" || strings.Contains(pw, ",") {
+			var err error
+			if pw, err = randomPassword(u.deps.Random, 32); err != nil {
+				return err
+			}
 		}
 		id, err := u.juju.AddSecret(ctx, juju.SecretAddOptions{
 			Content:     map[string]string{"password": pw},
@@ -173,6 +178,10 @@ func (u *unitRun) leaderDuties(ctx context.Context) error {
 			return fmt.Errorf("creating the admin password secret: %w", err)
 		}
 		u.setPeerApp(keyAdminSecret, id)
+		if peers[keyLegacyAdminPassword] != "" {
+			u.peerApp[keyLegacyAdminPassword] = "" // deletes it
+			u.act("Move the reference charm's admin password from peer data into a secret")
+		}
 		u.newAdminPassword = pw
 	}
 	if db := u.f.DB; db != nil && u.cfg.Mode != "worker" {

@@ -27,6 +27,8 @@ const (
 	keyInstalledVersion = "installed-version" // version the installer finished installing (wakes waiters)
 	keyWebVersion       = "concourse-version" // version the web service runs (workers follow it)
 	keyAdminSecret      = "admin-secret-id"   // URI of the app-owned secret holding the admin password
+	// keyLegacyAdminPassword is where the Python reference charm kept the password, in plaintext.
+	keyLegacyAdminPassword = "admin-password"
 
 	// unit databags
 	keyTSAHost      = "tsa-host"          // web: <ip>:2222

@@ -511,3 +511,18 @@ func TestUnpinnedVersionResolvedOnceByTheLeader(t *testing.T) {
 	w.mustHook(u0, "config-changed")
 	w.wantStatus(u0, "waiting: Waiting for PostgreSQL database...")
 }
+
+// A refresh from the Python charm keeps its admin password but moves it out of plaintext peer data.
+func TestRefreshFromReferenceMovesAdminPassword(t *testing.T) {
+	w := newWorld(t, 1, pinned)
+	peers := w.m.RelationID(app, "peers")
+	w.m.SetAppData(peers, app, map[string]string{"admin-password": "Legacy-Passw0rd"})
+	w.mustHook(u0, "upgrade-charm")
+	w.addPostgres()
+	if got := w.m.AppData(peers, app)["admin-password"]; got != "" {
+		t.Errorf("plaintext password still in peer data: %q", got)
+	}
+	if env := w.readFile(u0, fileWebEnv); !strings.Contains(env, `"admin:Legacy-Passw0rd"`) {
+		t.Errorf("web.env does not keep the reference's password:\n%s", env)
+	}
+}
