@@ -38,7 +38,7 @@ func TestSeedSharedStorage(t *testing.T) {
 	}
 	// The worker registers with the leader's TSA: its env names the leader's address.
 	env := w.readFile(u1, fileWorkerEnv)
-	if !strings.Contains(env, `CONCOURSE_TSA_HOST="10.0.0.10:2222"`) {
+	if !strings.Contains(env, `CONCOURSE_TSA_HOST="127.0.2.10:2222"`) {
 		t.Errorf("worker env lacks the leader's TSA:\n%s", env)
 	}
 	pub := w.readFile(u1, keyTSAPublicForWkr)
@@ -111,10 +111,10 @@ func TestWebWithDatabase(t *testing.T) {
 	w := newWorld(t, 2, pinned)
 	w.deploy()
 	w.addPostgres()
-	w.wantStatus(u0, "active: Web server ready (v7.14.3) http://10.0.0.10:8080")
+	w.wantStatus(u0, "active: Web server ready (v7.14.3) http://127.0.2.10:8080")
 	w.wantStatus(u1, "active: Worker ready (v7.14.3)")
 	env := w.readFile(u0, fileWebEnv)
-	for _, want := range []string{`CONCOURSE_POSTGRES_HOST="10.0.0.99"`, `CONCOURSE_POSTGRES_PASSWORD="s3cret-pw"`, `CONCOURSE_MAIN_TEAM_LOCAL_USER="admin"`, `CONCOURSE_ADD_LOCAL_USER="admin:`} {
+	for _, want := range []string{`CONCOURSE_POSTGRES_HOST="127.0.2.99"`, `CONCOURSE_POSTGRES_PASSWORD="s3cret-pw"`, `CONCOURSE_MAIN_TEAM_LOCAL_USER="admin"`, `CONCOURSE_ADD_LOCAL_USER="admin:`} {
 		if !strings.Contains(env, want) {
 			t.Errorf("web.env lacks %s:\n%s", want, env)
 		}
@@ -171,7 +171,7 @@ func TestWebPortChangeRestartsOnlyTheWeb(t *testing.T) {
 	if w.svcs[u0].count("restart "+webService) != 1 {
 		t.Errorf("web restarts: %v", w.svcs[u0].calls)
 	}
-	w.wantStatus(u0, "active: Web server ready (v7.14.3) http://10.0.0.10:9090")
+	w.wantStatus(u0, "active: Web server ready (v7.14.3) http://127.0.2.10:9090")
 	if got := strings.Join(w.m.OpenedPorts(u0), ","); got != "2222/tcp,9090/tcp" {
 		t.Errorf("opened ports after web-port change = %s", got)
 	}
@@ -184,7 +184,7 @@ func TestAddWorkerReloadsKeysWithoutRestart(t *testing.T) {
 	w.addPostgres()
 	web, wk := len(w.svcs[u0].calls), len(w.svcs[u1].calls)
 	u := w.m.AddUnit(app)
-	w.m.SetAddress(u, "10.0.0.12")
+	w.m.SetAddress(u, "127.0.2.12")
 	peers := w.m.RelationID(app, "peers")
 	pg := w.m.RelationID(app, "postgresql")
 	w.mustHook(u, "install")
@@ -229,7 +229,7 @@ func TestLeadershipMoves(t *testing.T) {
 	w.mustHook(u0, "leader-settings-changed")
 	w.mustHook(u2, "leader-settings-changed")
 	w.settle()
-	w.wantStatus(u1, "active: Web server ready (v7.14.3) http://10.0.0.11:8080")
+	w.wantStatus(u1, "active: Web server ready (v7.14.3) http://127.0.2.11:8080")
 	w.wantStatus(u0, "active: Worker ready (v7.14.3)")
 	w.wantStatus(u2, "active: Worker ready (v7.14.3)")
 	if w.svcs[u0].active[webService] {
@@ -245,7 +245,7 @@ func TestLeadershipMoves(t *testing.T) {
 		t.Errorf("old leader keeps ports open: %v", w.m.OpenedPorts(u0))
 	}
 	for _, u := range []string{u0, u2} {
-		if env := w.readFile(u, fileWorkerEnv); !strings.Contains(env, `CONCOURSE_TSA_HOST="10.0.0.11:2222"`) {
+		if env := w.readFile(u, fileWorkerEnv); !strings.Contains(env, `CONCOURSE_TSA_HOST="127.0.2.11:2222"`) {
 			t.Errorf("%s does not follow the new TSA:\n%s", u, env)
 		}
 	}
@@ -259,7 +259,7 @@ func TestDatabaseRemovedAndRestored(t *testing.T) {
 	w := newWorld(t, 1, pinned)
 	w.deploy()
 	id := w.addPostgres()
-	w.wantStatus(u0, "active: Web server ready (v7.14.3) http://10.0.0.10:8080")
+	w.wantStatus(u0, "active: Web server ready (v7.14.3) http://127.0.2.10:8080")
 	w.queue = append(w.queue, w.m.RemoveRelation(id)...)
 	w.settle()
 	w.wantStatus(u0, "blocked: PostgreSQL database required")
@@ -272,7 +272,7 @@ func TestDatabaseRemovedAndRestored(t *testing.T) {
 	w.mustHook(u0, "update-status")
 	w.wantStatus(u0, "blocked: PostgreSQL database required")
 	w.addPostgresAgain()
-	w.wantStatus(u0, "active: Web server ready (v7.14.3) http://10.0.0.10:8080")
+	w.wantStatus(u0, "active: Web server ready (v7.14.3) http://127.0.2.10:8080")
 }
 
 func (w *world) addPostgresAgain() {
@@ -280,17 +280,17 @@ func (w *world) addPostgresAgain() {
 	w.mustHookRel(u0, "postgresql-relation-created", id, "")
 	uri := w.m.AddSecret("postgresql", map[string]string{"username": "relation-9", "password": "pw2"}, "")
 	w.m.GrantSecret(uri, id, "")
-	w.queue = append(w.queue, w.m.SetAppData(id, "postgresql", map[string]string{"endpoints": "10.0.0.99:5432", "secret-user": uri})...)
+	w.queue = append(w.queue, w.m.SetAppData(id, "postgresql", map[string]string{"endpoints": "127.0.2.99:5432", "secret-user": uri})...)
 	w.settle()
 }
 
 func TestDatabaseCheckFailureBlocks(t *testing.T) {
 	w := newWorld(t, 1, pinned)
-	w.dbErr = errString(`cannot connect to PostgreSQL at 10.0.0.99:5432 (database "concourse", user "relation-4"): password authentication failed`)
+	w.dbErr = errString(`cannot connect to PostgreSQL at 127.0.2.99:5432 (database "concourse", user "relation-4"): password authentication failed`)
 	w.deploy()
 	w.addPostgres()
 	got := w.status(u0)
-	if !strings.HasPrefix(got, "blocked: PostgreSQL check failed: ") || !strings.Contains(got, "10.0.0.99:5432") || strings.Contains(got, "s3cret-pw") {
+	if !strings.HasPrefix(got, "blocked: PostgreSQL check failed: ") || !strings.Contains(got, "127.0.2.99:5432") || strings.Contains(got, "s3cret-pw") {
 		t.Errorf("status = %q", got)
 	}
 	if w.svcs[u0].active[webService] {
@@ -320,7 +320,7 @@ func TestUpgradeWebFirst(t *testing.T) {
 		t.Errorf("schema = %d; want 8.2.5's", w.current)
 	}
 	w.settle()
-	w.wantStatus(u0, "active: Web server ready (v8.2.5) http://10.0.0.10:8080")
+	w.wantStatus(u0, "active: Web server ready (v8.2.5) http://127.0.2.10:8080")
 	w.wantStatus(u1, "active: Worker ready (v8.2.5)")
 	if n := w.store(w.paths(u0).Root).installs; n != 2 {
 		t.Errorf("downloads = %d; want 2 (one per version)", n)
@@ -397,7 +397,7 @@ func TestSeparateWorkerApplication(t *testing.T) {
 	w := newWorld(t, 1, map[string]any{"mode": "web", "version": "7.14.3", "shared-storage": "lxc"})
 	w.m.AddApp("concourse-worker", charmMeta(t), map[string]any{"mode": "worker", "shared-storage": "lxc"})
 	for i := 0; i < 2; i++ {
-		w.m.SetAddress(w.m.AddUnit("concourse-worker"), "10.0.1."+string(rune('1'+i)))
+		w.m.SetAddress(w.m.AddUnit("concourse-worker"), "127.0.3."+string(rune('1'+i)))
 	}
 	w.deploy()
 	w.deployApp("concourse-worker")
@@ -415,10 +415,10 @@ func TestSeparateWorkerApplication(t *testing.T) {
 	}
 	w.settle()
 	w.addPostgres()
-	w.wantStatus(u0, "active: Web server ready (v7.14.3) http://10.0.0.10:8080")
+	w.wantStatus(u0, "active: Web server ready (v7.14.3) http://127.0.2.10:8080")
 	for _, u := range w.m.Units("concourse-worker") {
 		w.wantStatus(u, "active: Worker ready (v7.14.3)")
-		if env := w.readFile(u, fileWorkerEnv); !strings.Contains(env, `CONCOURSE_TSA_HOST="10.0.0.10:2222"`) {
+		if env := w.readFile(u, fileWorkerEnv); !strings.Contains(env, `CONCOURSE_TSA_HOST="127.0.2.10:2222"`) {
 			t.Errorf("%s worker env:\n%s", u, env)
 		}
 	}
@@ -524,5 +524,76 @@ func TestRefreshFromReferenceMovesAdminPassword(t *testing.T) {
 	}
 	if env := w.readFile(u0, fileWebEnv); !strings.Contains(env, `"admin:Legacy-Passw0rd"`) {
 		t.Errorf("web.env does not keep the reference's password:\n%s", env)
+	}
+}
+
+// A downgrade the operator prepared with run-migrations: the web stops, the schema goes down, and
+// only the release that supports exactly that schema starts again.
+func TestRunMigrationsThenDowngrade(t *testing.T) {
+	w := newWorld(t, 1, map[string]any{"version": "8.2.5"})
+	w.deploy()
+	w.addPostgres()
+	target := fmt.Sprint(w.schema["7.14.3"])
+	if err := w.hook(u0, jujutest.HookInfo{ActionName: "run-migrations", ActionParams: map[string]any{"target-version": target}}); err != nil {
+		t.Fatal(err)
+	}
+	acts := w.m.Actions()
+	if a := acts[len(acts)-1]; a.Status == "failed" || a.Results["current-version"] != target {
+		t.Fatalf("run-migrations = %+v", a)
+	}
+	if w.svcs[u0].active[webService] {
+		t.Error("web left running on a schema it would migrate back up")
+	}
+	w.mustHook(u0, "update-status")
+	if got := w.status(u0); !strings.Contains(got, "migrated to schema "+target) {
+		t.Errorf("status while the release does not match the schema = %q", got)
+	}
+	if w.svcs[u0].active[webService] {
+		t.Error("newer web restarted on the migrated-down schema")
+	}
+	w.m.SetConfig(app, map[string]any{"version": "7.14.3"})
+	w.mustHook(u0, "config-changed")
+	w.wantStatus(u0, "active: Web server ready (v7.14.3) http://127.0.2.10:8080")
+	if w.current != w.schema["7.14.3"] {
+		t.Errorf("schema after the downgrade = %d", w.current)
+	}
+}
+
+func TestRestartServicesAndCheckStatus(t *testing.T) {
+	w := newWorld(t, 1, map[string]any{"mode": "all", "version": "7.14.3"})
+	w.deploy()
+	w.addPostgres()
+	w.wantStatus(u0, "active: Ready (v7.14.3) http://127.0.2.10:8080")
+	run := func(name string, params map[string]any) jujutest.ActionRecord {
+		t.Helper()
+		if err := w.hook(u0, jujutest.HookInfo{ActionName: name, ActionParams: params}); err != nil {
+			t.Fatal(err)
+		}
+		acts := w.m.Actions()
+		return acts[len(acts)-1]
+	}
+	before := w.svcs[u0].count("restart")
+	if a := run("restart-services", map[string]any{"force": false}); !strings.HasPrefix(a.Results["actions"], "none") {
+		t.Errorf("restart-services without force = %+v", a)
+	}
+	if got := w.svcs[u0].count("restart"); got != before {
+		t.Errorf("restarts without force: %d", got-before)
+	}
+	a := run("restart-services", map[string]any{"force": true})
+	if got := w.svcs[u0].count("restart"); got != before+2 {
+		t.Errorf("forced restart restarted %d services; want 2 (%+v)", got-before, a)
+	}
+	a = run("check-status", map[string]any{"verbose": true})
+	for k, want := range map[string]string{"role": "all", "web-service": "active", "worker-service": "active", "web-version": "7.14.3", "installed-version": "7.14.3"} {
+		if a.Results[k] != want {
+			t.Errorf("check-status %s = %q; want %q (%v)", k, a.Results[k], want, a.Results)
+		}
+	}
+	// Nothing answers on the web port in this test: the action says so instead of claiming health.
+	if a.Results["healthy"] != "false" || !strings.Contains(a.Results["problems"], "web API") {
+		t.Errorf("check-status health = %q, problems %q", a.Results["healthy"], a.Results["problems"])
+	}
+	if strings.Contains(a.Results["web-env"], "s3cret") || !strings.Contains(a.Results["web-env"], "CONCOURSE_POSTGRES_PASSWORD") {
+		t.Errorf("verbose web-env = %q; want names only", a.Results["web-env"])
 	}
 }

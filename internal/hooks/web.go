@@ -196,6 +196,9 @@ func (u *unitRun) ensureWeb(ctx context.Context) (ready bool, err error) {
 		u.state.Web = &ServiceRecord{Hash: hash, Version: u.installed, KeysHash: keysHash, StartedAt: u.now(), StartedWith: u.binary}
 		u.state.HadDatabase = true
 		u.changed = true
+		if err := u.store.RecordRunning(u.installed, u.deps.Paths.StateDir); err != nil {
+			u.logf("recording the running version: %v", err)
+		}
 	case rec.KeysHash != keysHash:
 		if err := u.deps.Services.Kill(ctx, webService, "SIGHUP"); err != nil {
 			return false, err

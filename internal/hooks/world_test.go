@@ -54,7 +54,7 @@ func newWorld(t *testing.T, n int, config map[string]any) *world {
 	w.m.AddApp(app, charmMeta(t), config)
 	for i := 0; i < n; i++ {
 		u := w.m.AddUnit(app)
-		w.m.SetAddress(u, fmt.Sprintf("10.0.0.%d", 10+i))
+		w.m.SetAddress(u, fmt.Sprintf("127.0.2.%d", 10+i))
 	}
 	return w
 }
@@ -223,7 +223,7 @@ func (w *world) addPostgres() int {
 	uri := w.m.AddSecret("postgresql", map[string]string{"username": fmt.Sprintf("relation-%d", id), "password": "s3cret-pw"}, "")
 	w.m.GrantSecret(uri, id, "")
 	w.queue = append(w.queue, w.m.SetAppData(id, "postgresql", map[string]string{
-		"endpoints": "10.0.0.99:5432", "database": "concourse", "version": "16.6", "secret-user": uri,
+		"endpoints": "127.0.2.99:5432", "database": "concourse", "version": "16.6", "secret-user": uri,
 	})...)
 	w.settle()
 	return id
