@@ -193,6 +193,11 @@ func (s *Store) newStagingDir() (string, error) {
 	if err != nil {
 		return "", &localError{fmt.Errorf("creating staging directory in %s: %w", s.path(StagingDir), err)}
 	}
+	// MkdirTemp makes it 0700, and this directory becomes versions/<v>-<id>: the web service runs
+	// as an unprivileged user that must traverse it to reach bin/concourse.
+	if err := os.Chmod(dir, 0o755); err != nil {
+		return "", &localError{fmt.Errorf("opening up %s: %w", dir, err)}
+	}
 	return dir, nil
 }
 

@@ -48,6 +48,17 @@ func TestInstallFreshRoot(t *testing.T) {
 	if v, err := s.Installed(); err != nil || v != "7.14.3" {
 		t.Errorf("Installed() = %q, %v", v, err)
 	}
+	// Every directory on the way to the binary is traversable by other users: the web service
+	// runs as an unprivileged user.
+	real, err := filepath.EvalSymlinks(s.BinaryPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for d := filepath.Dir(real); d != root && d != "/"; d = filepath.Dir(d) {
+		if fi, err := os.Stat(d); err != nil || fi.Mode().Perm()&0o005 != 0o005 {
+			t.Errorf("%s mode = %v, %v; want others r-x", d, fi.Mode(), err)
+		}
+	}
 	if err := s.VerifyFull(); err != nil {
 		t.Errorf("VerifyFull: %v", err)
 	}
