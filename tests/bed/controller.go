@@ -431,6 +431,7 @@ func (u *Unit) runOne(q *queued) bool {
 	}
 	h := c.Model.NewHookContext(u.Name, q.info)
 	h.CharmDir = u.CharmDir
+	h.ReadFile = u.Machine.ReadFile // --file and key#file= paths are the unit's, not the host's
 	h.AgentSocketAddress = socketDir + "/" + socketName
 	rec := HookRecord{Hook: q.info.Hook, Info: q.info, Start: time.Now()}
 	if q.info.ActionName != "" {

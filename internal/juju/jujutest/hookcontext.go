@@ -58,6 +58,10 @@ type HookContext struct {
 	// Dir resolves relative paths given to tools through Run (--file, key#file=); Serve uses
 	// the request's Dir instead.
 	Dir string
+	// ReadFile reads the files tools are pointed at (--file PATH, key#file=PATH). Juju's agent
+	// runs on the unit's machine, so a test bed whose units are containers reads them there;
+	// nil reads this process's filesystem.
+	ReadFile func(path string) ([]byte, error)
 
 	m *Model
 	c ctxState

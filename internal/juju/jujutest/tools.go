@@ -149,7 +149,11 @@ func (c *toolCall) readInput(path string) ([]byte, error) {
 	if !filepath.IsAbs(path) && c.dir != "" {
 		path = filepath.Join(c.dir, path)
 	}
-	b, err := os.ReadFile(path)
+	read := os.ReadFile
+	if c.h.ReadFile != nil {
+		read = c.h.ReadFile
+	}
+	b, err := read(path)
 	if err != nil {
 		return nil, usagef("%v", err)
 	}
