@@ -230,7 +230,7 @@ func forgetHash(r *ServiceRecord) *ServiceRecord {
 		return nil
 	}
 	c := *r
-	c.Hash = ""
+	c.Inputs = nil
 	return &c
 }
 

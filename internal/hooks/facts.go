@@ -91,13 +91,14 @@ type LocalState struct {
 	MigrationHold int64 `json:"migration-hold,omitempty"`
 }
 
-// ServiceRecord is the input hash and version a running service was started with.
+// ServiceRecord is what a running service was started with: the hash of each input it read at
+// start, of what it re-reads on SIGHUP, and the release.
 type ServiceRecord struct {
-	Hash        string    `json:"hash"`
-	Version     string    `json:"version"`
-	KeysHash    string    `json:"keys-hash,omitempty"` // authorized worker keys: reloaded by SIGHUP, not restarted
-	StartedAt   time.Time `json:"started-at"`
-	StartedWith string    `json:"binary,omitempty"`
+	Inputs      map[string]string `json:"inputs"`
+	Reload      map[string]string `json:"reload,omitempty"`
+	Version     string            `json:"version"`
+	StartedAt   time.Time         `json:"started-at"`
+	StartedWith string            `json:"binary,omitempty"`
 }
 
 func (h *handler) gather(ctx context.Context) (*Facts, error) {

@@ -45,10 +45,6 @@ func TestSeedSharedStorage(t *testing.T) {
 	if !strings.HasPrefix(pub, "ssh-rsa ") {
 		t.Errorf("worker's TSA public key file = %q", pub)
 	}
-	// The web has the worker's key authorized before it even runs.
-	if auth := w.readFile(u0, keyAuthorized); !strings.Contains(auth, strings.TrimSpace(w.m.UnitData(peers, u1)[keyWorkerKey])) {
-		t.Errorf("authorized_worker_keys lacks the worker key:\n%s", auth)
-	}
 	if w.svcs[u0].active[webService] {
 		t.Error("web started without a database")
 	}
@@ -122,6 +118,10 @@ func TestWebWithDatabase(t *testing.T) {
 	if strings.Contains(env, "CONCOURSE_VERSION") {
 		t.Error("web.env renders CONCOURSE_VERSION")
 	}
+	peers := w.m.RelationID(app, "peers")
+	if auth := w.readFile(u0, keyAuthorized); !strings.Contains(auth, strings.TrimSpace(w.m.UnitData(peers, u1)[keyWorkerKey])) {
+		t.Errorf("authorized_worker_keys lacks the worker key:\n%s", auth)
+	}
 	if got := strings.Join(w.m.OpenedPorts(u0), ","); got != "2222/tcp,8080/tcp" {
 		t.Errorf("opened ports = %s", got)
 	}
@@ -129,7 +129,6 @@ func TestWebWithDatabase(t *testing.T) {
 		t.Errorf("database not migrated before start: schema %d", w.current)
 	}
 	// The admin password lives in a secret, not in relation data.
-	peers := w.m.RelationID(app, "peers")
 	for k, v := range w.m.AppData(peers, app) {
 		if strings.Contains(env, "admin:"+v) {
 			t.Errorf("admin password in peer data key %s", k)
@@ -170,6 +169,10 @@ func TestWebPortChangeRestartsOnlyTheWeb(t *testing.T) {
 	}
 	if w.svcs[u0].count("restart "+webService) != 1 {
 		t.Errorf("web restarts: %v", w.svcs[u0].calls)
+	}
+	// The step says why, in the unit log.
+	if !strings.Contains(w.stderr.String(), "Restart concourse-server.service with Concourse 7.14.3: environment changed\n") {
+		t.Errorf("restart reason not logged:\n%s", w.stderr.String())
 	}
 	w.wantStatus(u0, "active: Web server ready (v7.14.3) http://127.0.2.10:9090")
 	if got := strings.Join(w.m.OpenedPorts(u0), ","); got != "2222/tcp,9090/tcp" {

@@ -102,21 +102,6 @@ func (u *unitRun) ensureWeb(ctx context.Context) (ready bool, err error) {
 	u.unitData[keyWebIP] = u.f.Address
 	u.unitData[keyTSAPublicKey] = u.tsaPub
 
-	// Rebuilt from the relation data of this hook, so departed workers lose access at once
-	// (reference weakness #28); a change is applied with SIGHUP, never a restart.
-	keys := workerKeys(u.f)
-	if u.role.Worker && u.workerPub != "" && !contains(keys, u.workerPub) {
-		keys = append(keys, u.workerPub)
-	}
-	authorized := []byte(strings.Join(keys, "\n"))
-	if len(keys) > 0 {
-		authorized = append(authorized, '\n')
-	}
-	if _, err := concourse.WriteFileAtomic(u.path(keyAuthorized), authorized, 0o640, 0, u.webGID); err != nil {
-		return false, err
-	}
-	keysHash := hashOf(authorized)
-
 	db, ok := u.dbConfig(ctx)
 	if !ok {
 		return false, u.stopWebForDatabase(ctx)
@@ -134,78 +119,56 @@ func (u *unitRun) ensureWeb(ctx context.Context) (ready bool, err error) {
 		u.status.blocked(fmt.Sprintf("Invalid web configuration: %v", err))
 		return false, nil
 	}
-	if _, err := concourse.WriteFileAtomic(u.path(fileWebEnv), envFile, 0o640, 0, u.webGID); err != nil {
-		return false, err
+	// Rebuilt from the relation data of this hook, so departed workers lose access at once
+	// (reference weakness #28); a change is applied with SIGHUP, never a restart.
+	keys := workerKeys(u.f)
+	if u.role.Worker && u.workerPub != "" && !contains(keys, u.workerPub) {
+		keys = append(keys, u.workerPub)
 	}
-	if err := os.MkdirAll(u.deps.Paths.SystemdDir, 0o755); err != nil {
-		return false, err
+	authorized := []byte(strings.Join(keys, "\n"))
+	if len(keys) > 0 {
+		authorized = append(authorized, '\n')
 	}
-	unitChanged, err := concourse.WriteFileAtomic(u.unitPath(webService), unitFile, 0o644, -1, -1)
-	if err != nil {
-		return false, err
+	spec := serviceSpec{
+		Name: webService,
+		Files: []fileSpec{
+			{Path: u.path(keyAuthorized), Data: authorized, Mode: 0o640, UID: 0, GID: u.webGID},
+			{Path: u.path(fileWebEnv), Data: envFile, Mode: 0o640, UID: 0, GID: u.webGID},
+		},
+		UnitFile: fileSpec{Path: u.unitPath(webService), Data: unitFile, Mode: 0o644, UID: -1, GID: -1},
+		Inputs: map[string]string{
+			"environment":  hashOf(envFile),
+			"unit file":    hashOf(unitFile),
+			"TSA host key": hashOf([]byte(u.tsaPub)),
+			"release":      u.installed + " " + u.binary,
+		},
+		Reload:  map[string]string{"authorized worker keys": hashOf(authorized)},
+		Version: u.installed,
+		Binary:  u.binary,
 	}
-	if unitChanged {
-		if err := u.deps.Services.DaemonReload(ctx); err != nil {
-			return false, err
-		}
-	}
-	hash := hashOf(envFile, unitFile, []byte(u.tsaPub))
-	active, err := u.deps.Services.IsActive(ctx, webService)
-	if err != nil {
-		return false, err
-	}
-	rec := u.state.Web
-	switch {
-	case rec == nil || rec.Hash != hash || !active:
-		if hold := u.state.MigrationHold; hold != 0 {
-			supported, err := u.deps.NewMigrator(u.binary, envListOf(env)).SupportedVersion(ctx)
-			if err != nil || supported != hold {
-				u.status.blocked(fmt.Sprintf("The database was migrated to schema %d by run-migrations; set version to the release that supports it (Concourse v%s supports %d), or run run-migrations without target-version to undo", hold, u.installed, supported))
-				return false, nil
-			}
-			u.state.MigrationHold = 0
-			u.changed = true
-		}
+	envList := envListOf(env)
+	plan, err := u.planService(ctx, spec, []step{
+		{Summary: "Check that the release matches the schema run-migrations left", Do: func(ctx context.Context) error { return u.checkMigrationHold(ctx, envList) }},
 		// Prove the credentials before touching a running web (reference weakness #29: the
 		// Python charm found out from a crash loop).
-		if err := u.deps.CheckDB(ctx, db, 10*time.Second); err != nil {
-			u.status.blocked(fmt.Sprintf("PostgreSQL check failed: %v", err))
-			return false, nil
-		}
-		if rec == nil || rec.Version != u.installed {
-			if ok, err := u.migrate(ctx, envListOf(env), rec); err != nil || !ok {
-				return false, err
+		{Summary: fmt.Sprintf("Check PostgreSQL at %s:%d", db.Host, db.Port), Do: func(ctx context.Context) error {
+			if err := u.deps.CheckDB(ctx, db, 10*time.Second); err != nil {
+				return blocked("PostgreSQL check failed: %v", err)
 			}
-		}
-		if err := u.deps.Services.Enable(ctx, webService); err != nil {
-			return false, err
-		}
-		verb := "Start"
-		if active {
-			verb = "Restart"
-			err = u.deps.Services.Restart(ctx, webService)
-		} else {
-			err = u.deps.Services.Start(ctx, webService)
-		}
-		if err != nil {
-			u.status.blocked(fmt.Sprintf("Cannot start %s: %v", webService, err))
-			return false, nil
-		}
-		u.act("%s %s (Concourse %s)", verb, webService, u.installed)
-		u.jlog(juju.LogInfo, fmt.Sprintf("%sed %s with Concourse %s", strings.ToLower(verb), webService, u.installed))
-		u.state.Web = &ServiceRecord{Hash: hash, Version: u.installed, KeysHash: keysHash, StartedAt: u.now(), StartedWith: u.binary}
+			return nil
+		}},
+		{Summary: "Migrate the database to Concourse " + u.installed, Do: func(ctx context.Context) error { return u.migrate(ctx, envList) }},
+	})
+	if err != nil {
+		return false, err
+	}
+	ok, err = u.applyService(ctx, spec, plan)
+	if err != nil || !ok {
+		return false, err
+	}
+	if plan.restart {
 		u.state.HadDatabase = true
-		u.changed = true
-		if err := u.store.RecordRunning(u.installed, u.deps.Paths.StateDir); err != nil {
-			u.logf("recording the running version: %v", err)
-		}
-	case rec.KeysHash != keysHash:
-		if err := u.deps.Services.Kill(ctx, webService, "SIGHUP"); err != nil {
-			return false, err
-		}
-		u.act("Reload authorized worker keys of %s (SIGHUP, %d keys)", webService, len(keys))
-		rec.KeysHash = keysHash
-		u.changed = true
+		u.jlog(juju.LogInfo, fmt.Sprintf("started %s with Concourse %s", webService, u.installed))
 	}
 	u.unitData[keyWebVersion] = u.state.Web.Version
 	u.setPeerApp(keyWebVersion, u.state.Web.Version)
@@ -213,34 +176,47 @@ func (u *unitRun) ensureWeb(ctx context.Context) (ready bool, err error) {
 	return true, nil
 }
 
-// migrate runs the new binary's migrations before the web starts on a new version, and refuses a
-// downgrade below the schema the database already has (concourse-contract §8.3).
-func (u *unitRun) migrate(ctx context.Context, env []string, rec *ServiceRecord) (bool, error) {
+// migrate runs the new binary's migrations before the web starts on a new release, and refuses
+// a downgrade below the schema the database already has (concourse-contract §8.3). On an
+// unchanged schema it does nothing.
+func (u *unitRun) migrate(ctx context.Context, env []string) error {
 	m := u.deps.NewMigrator(u.binary, env)
 	supported, err := m.SupportedVersion(ctx)
 	if err != nil {
-		u.status.blocked(fmt.Sprintf("Cannot read the schema version Concourse v%s supports: %v", u.installed, err))
-		return false, nil
+		return blocked("Cannot read the schema version Concourse v%s supports: %v", u.installed, err)
 	}
 	current, err := m.CurrentVersion(ctx)
 	if err != nil {
-		u.status.blocked(fmt.Sprintf("Cannot read the database schema version: %v", err))
-		return false, nil
+		return blocked("Cannot read the database schema version: %v", err)
 	}
 	if current > supported {
-		u.status.blocked(fmt.Sprintf("Refusing to run Concourse v%s: the database schema is at %d, newer than the %d it supports. Run the run-migrations action with target-version=%d while the newer release is installed, then set version again", u.installed, current, supported, supported))
-		return false, nil
+		return blocked("Refusing to run Concourse v%s: the database schema is at %d, newer than the %d it supports. Run the run-migrations action with target-version=%d while the newer release is installed, then set version again", u.installed, current, supported, supported)
 	}
 	if current == supported {
-		return true, nil
+		return nil
 	}
 	_ = u.juju.SetStatus(ctx, juju.Status{Name: juju.StatusMaintenance, Message: fmt.Sprintf("Migrating the database to Concourse v%s (schema %d → %d)...", u.installed, current, supported)})
 	if err := m.MigrateToLatest(ctx); err != nil {
-		u.status.blocked(fmt.Sprintf("Database migration to schema %d failed: %v", supported, err))
-		return false, nil
+		return blocked("Database migration to schema %d failed: %v", supported, err)
 	}
-	u.act("Migrate the database from schema %d to %d", current, supported)
-	return true, nil
+	u.logf("migrated the database from schema %d to %d", current, supported)
+	return nil
+}
+
+// checkMigrationHold keeps a web from starting on a schema that run-migrations moved down,
+// until the installed release supports exactly that schema (it would migrate straight back up).
+func (u *unitRun) checkMigrationHold(ctx context.Context, env []string) error {
+	hold := u.state.MigrationHold
+	if hold == 0 {
+		return nil
+	}
+	supported, err := u.deps.NewMigrator(u.binary, env).SupportedVersion(ctx)
+	if err != nil || supported != hold {
+		return blocked("The database was migrated to schema %d by run-migrations; set version to the release that supports it (Concourse v%s supports %d), or run run-migrations without target-version to undo", hold, u.installed, supported)
+	}
+	u.state.MigrationHold = 0
+	u.changed = true
+	return nil
 }
 
 // dbConfig returns the database settings when the relation is complete, else records why not.

@@ -3,7 +3,6 @@ package hooks
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -44,64 +43,48 @@ func (u *unitRun) ensureWorker(ctx context.Context) (ready bool, version string,
 		u.status.waiting("Waiting for TSA connection info...")
 		return false, "", nil
 	}
-	rec := u.state.Worker
-	active, err := u.deps.Services.IsActive(ctx, workerSvc)
-	if err != nil {
-		return false, "", err
-	}
-	if rec != nil && active && rec.Version != u.installed && webVersion != "" && webVersion != u.installed {
+	if rec := u.state.Worker; rec != nil && rec.Version != u.installed && webVersion != "" && webVersion != u.installed {
 		// The web has not moved to the new release yet; the worker follows it, not the disk.
-		u.logf("keeping %s on Concourse %s until the web runs %s (web runs %s)", workerSvc, rec.Version, u.installed, webVersion)
-		u.unitData[keyRunning] = rec.Version
-		return true, rec.Version, nil
+		// Its old release stays on disk as `previous`.
+		if active, err := u.deps.Services.IsActive(ctx, workerSvc); err != nil {
+			return false, "", err
+		} else if active {
+			u.logf("keeping %s on Concourse %s until the web runs %s (web runs %s)", workerSvc, rec.Version, u.installed, webVersion)
+			u.unitData[keyRunning] = rec.Version
+			return true, rec.Version, nil
+		}
 	}
 	pubFile := []byte(strings.Join(keys, "\n") + "\n")
-	if _, err := concourse.WriteFileAtomic(u.path(keyTSAPublicForWkr), pubFile, 0o644, 0, 0); err != nil {
-		return false, "", err
-	}
 	envFile, unitFile, err := renderWorker(u.cfg, u.deps.Paths, u.f.Env.UnitName, u.binary, hosts)
 	if err != nil {
 		u.status.blocked(fmt.Sprintf("Invalid worker configuration: %v", err))
 		return false, "", nil
 	}
-	if _, err := concourse.WriteFileAtomic(u.path(fileWorkerEnv), envFile, 0o600, 0, 0); err != nil {
-		return false, "", err
+	spec := serviceSpec{
+		Name: workerSvc,
+		Files: []fileSpec{
+			{Path: u.path(keyTSAPublicForWkr), Data: pubFile, Mode: 0o644, UID: 0, GID: 0},
+			{Path: u.path(fileWorkerEnv), Data: envFile, Mode: 0o600, UID: 0, GID: 0},
+		},
+		UnitFile: fileSpec{Path: u.unitPath(workerSvc), Data: unitFile, Mode: 0o644, UID: -1, GID: -1},
+		Inputs: map[string]string{
+			"environment":     hashOf(envFile),
+			"unit file":       hashOf(unitFile),
+			"TSA public keys": hashOf(pubFile),
+			"release":         u.installed + " " + u.binary,
+		},
+		Version: u.installed,
+		Binary:  u.binary,
 	}
-	if err := os.MkdirAll(u.deps.Paths.SystemdDir, 0o755); err != nil {
-		return false, "", err
-	}
-	unitChanged, err := concourse.WriteFileAtomic(u.unitPath(workerSvc), unitFile, 0o644, -1, -1)
+	plan, err := u.planService(ctx, spec, nil)
 	if err != nil {
 		return false, "", err
 	}
-	if unitChanged {
-		if err := u.deps.Services.DaemonReload(ctx); err != nil {
-			return false, "", err
-		}
+	if ok, err := u.applyService(ctx, spec, plan); err != nil || !ok {
+		return false, "", err
 	}
-	hash := hashOf(envFile, unitFile, pubFile)
-	if rec == nil || rec.Hash != hash || !active {
-		if err := u.deps.Services.Enable(ctx, workerSvc); err != nil {
-			return false, "", err
-		}
-		verb := "Start"
-		if active {
-			verb = "Restart"
-			err = u.deps.Services.Restart(ctx, workerSvc)
-		} else {
-			err = u.deps.Services.Start(ctx, workerSvc)
-		}
-		if err != nil {
-			u.status.blocked(fmt.Sprintf("Cannot start %s: %v", workerSvc, err))
-			return false, "", nil
-		}
-		u.act("%s %s (Concourse %s, TSA %s)", verb, workerSvc, u.installed, strings.Join(hosts, ","))
-		u.jlog(juju.LogInfo, fmt.Sprintf("%sed %s with Concourse %s", strings.ToLower(verb), workerSvc, u.installed))
-		u.state.Worker = &ServiceRecord{Hash: hash, Version: u.installed, StartedAt: u.now(), StartedWith: u.binary}
-		u.changed = true
-		if err := u.store.RecordRunning(u.installed, u.deps.Paths.StateDir); err != nil {
-			u.logf("recording the running version: %v", err)
-		}
+	if plan.restart {
+		u.jlog(juju.LogInfo, fmt.Sprintf("started %s with Concourse %s (TSA %s)", workerSvc, u.installed, strings.Join(hosts, ",")))
 	}
 	u.unitData[keyRunning] = u.state.Worker.Version
 	return true, u.state.Worker.Version, nil
