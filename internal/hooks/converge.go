@@ -89,6 +89,10 @@ func (u *unitRun) run(ctx context.Context) error {
 		if err := u.ensureKeys(ctx); err != nil {
 			return err
 		}
+	} else {
+		// Keys made in earlier hooks stay published while an install is pending or failing:
+		// the services they belong to keep running (found by scenario 10).
+		u.loadKeys()
 	}
 	webReady, err := u.ensureWeb(ctx)
 	if err != nil {
@@ -396,6 +400,8 @@ func installFailure(version string, src storage.Source, err error) string {
 	switch {
 	case errors.As(err, &ce):
 		return fmt.Sprintf("Concourse v%s failed verification (%v): check release-url/release-sha256 or the attached resource", version, err)
+	case errors.As(err, new(*storage.ArchiveError)):
+		return fmt.Sprintf("Concourse v%s is broken as published (%v): use another release-url or attach the concourse-release resource", version, err)
 	case errors.As(err, &ue):
 		return fmt.Sprintf("Concourse v%s tarball rejected (%v): use an official release tarball", version, err)
 	case errors.As(err, &nw):

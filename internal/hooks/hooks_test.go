@@ -600,3 +600,34 @@ func TestRestartServicesAndCheckStatus(t *testing.T) {
 		t.Errorf("verbose web-env = %q; want names only", a.Results["web-env"])
 	}
 }
+
+// Scenario 10's finding: a failing upgrade must not withdraw what the running services published
+// (TSA address and key, worker keys), or running workers lose their authorization.
+func TestFailingUpgradeKeepsPublishedKeys(t *testing.T) {
+	w := newWorld(t, 2, pinned)
+	w.deploy()
+	w.addPostgres()
+	peers := w.m.RelationID(app, "peers")
+	web0, wk1 := w.m.UnitData(peers, u0), w.m.UnitData(peers, u1)
+	st := w.store(w.paths(u0).Root)
+	st.failWith = &storage.ArchiveError{URL: "http://mirror/x.tgz", Err: errString("gzip: invalid checksum")}
+	w.m.SetConfig(app, map[string]any{"version": "8.2.5"})
+	w.mustHook(u0, "config-changed")
+	w.mustHook(u1, "config-changed")
+	w.settle()
+	if got := w.status(u0); !strings.HasPrefix(got, "blocked: Concourse v8.2.5 is broken as published") {
+		t.Errorf("leader status = %q", got)
+	}
+	w.wantStatus(u1, "waiting: Waiting for leader to install Concourse 8.2.5")
+	for k, want := range map[string]string{keyTSAHost: web0[keyTSAHost], keyTSAPublicKey: web0[keyTSAPublicKey], keyWebVersion: "7.14.3"} {
+		if got := w.m.UnitData(peers, u0)[k]; got != want || got == "" {
+			t.Errorf("web's %s = %q; want %q kept", k, got, want)
+		}
+	}
+	if got := w.m.UnitData(peers, u1)[keyWorkerKey]; got != wk1[keyWorkerKey] || got == "" {
+		t.Errorf("worker key = %q; want it kept", got)
+	}
+	if !w.svcs[u0].active[webService] || !w.svcs[u1].active[workerSvc] {
+		t.Error("a failing upgrade stopped a running service")
+	}
+}

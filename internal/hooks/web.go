@@ -67,6 +67,23 @@ func (u *unitRun) ensureKeys(ctx context.Context) error {
 	return nil
 }
 
+// loadKeys reads the public keys generated in earlier hooks, without generating any.
+func (u *unitRun) loadKeys() {
+	read := func(rel string) string {
+		b, err := os.ReadFile(u.path(rel) + ".pub")
+		if err != nil {
+			return ""
+		}
+		return strings.TrimSpace(string(b))
+	}
+	if u.role.Web {
+		u.tsaPub = read(keyTSAHostKey)
+	}
+	if u.role.Worker {
+		u.workerPub = read(keyWorker)
+	}
+}
+
 func (u *unitRun) keyBits() int {
 	if u.deps.KeyBits > 0 {
 		return u.deps.KeyBits
@@ -95,12 +112,17 @@ func (u *unitRun) ensureWeb(ctx context.Context) (ready bool, err error) {
 	if !u.role.Web {
 		return false, u.removeService(ctx, webService, &u.state.Web, u.path(fileWebEnv))
 	}
+	if u.tsaPub != "" {
+		u.unitData[keyTSAHost] = fmt.Sprintf("%s:%d", u.f.Address, tsaPort)
+		u.unitData[keyWebIP] = u.f.Address
+		u.unitData[keyTSAPublicKey] = u.tsaPub
+	}
+	if u.state.Web != nil {
+		u.unitData[keyWebVersion] = u.state.Web.Version
+	}
 	if u.installed == "" {
 		return false, nil // the install step has set the status
 	}
-	u.unitData[keyTSAHost] = fmt.Sprintf("%s:%d", u.f.Address, tsaPort)
-	u.unitData[keyWebIP] = u.f.Address
-	u.unitData[keyTSAPublicKey] = u.tsaPub
 
 	db, ok := u.dbConfig(ctx)
 	if !ok {

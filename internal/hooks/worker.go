@@ -18,6 +18,9 @@ func (u *unitRun) ensureWorker(ctx context.Context) (ready bool, version string,
 		return false, "", u.removeService(ctx, workerSvc, &u.state.Worker, u.path(fileWorkerEnv))
 	}
 	u.unitData[keyWorkerKey] = u.workerPub
+	if u.state.Worker != nil {
+		u.unitData[keyRunning] = u.state.Worker.Version
+	}
 	if u.installed == "" {
 		return false, "", nil
 	}

@@ -240,3 +240,29 @@ func TestBitFlipDetectedAndRepaired(t *testing.T) {
 		t.Fatalf("Install after a failed probe = %+v, %v", res, err)
 	}
 }
+
+// A tarball published broken (its checksum matches, its content does not extract) is rejected
+// after one download, not retried: another attempt would fetch the same bytes.
+func TestBrokenAsPublishedNotRetried(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	tgz := buildTarball(t, releaseEntries("7.14.3", 64<<10), gzip.BestSpeed)
+	broken := append([]byte(nil), tgz...)
+	for i := len(broken) / 3; i < len(broken)/3+64; i++ {
+		broken[i] ^= 0xff // damage the deflate stream itself
+	}
+	rs := newReleaseServer(t, "7.14.3", broken) // the sidecar is computed over the broken file
+	s, _ := newTestStore(t, root)
+	_, err := s.Install(context.Background(), "7.14.3", Source{URL: rs.URL()})
+	var ae *ArchiveError
+	if !errors.As(err, &ae) {
+		t.Fatalf("err = %v; want *ArchiveError", err)
+	}
+	if !strings.Contains(err.Error(), "matches its checksum but is not a valid release tarball") {
+		t.Errorf("error text: %v", err)
+	}
+	if got := rs.tarballGets.Load(); got != 1 {
+		t.Errorf("tarball requests = %d; want 1 (no retry)", got)
+	}
+	nothingVisible(t, root)
+}

@@ -27,6 +27,19 @@ func (e *ChecksumError) Error() string {
 		e.URL, e.Algo, e.Want, e.Got)
 }
 
+// ArchiveError reports a tarball that matches its published checksum and still cannot be
+// extracted: the release is broken as published, so downloading it again cannot help.
+type ArchiveError struct {
+	URL string
+	Err error
+}
+
+func (e *ArchiveError) Error() string {
+	return fmt.Sprintf("%s matches its checksum but is not a valid release tarball (%v); use another mirror or attach a good tarball (nothing was installed)", e.URL, e.Err)
+}
+
+func (e *ArchiveError) Unwrap() error { return e.Err }
+
 // UnsafePathError reports a tarball entry that would escape the install
 // directory or is of a kind we never install (devices, fifos). The whole
 // tarball is rejected and nothing becomes visible.

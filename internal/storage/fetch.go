@@ -44,7 +44,7 @@ func retryable(err error) bool {
 	var h *HTTPStatusError
 	var l *localError
 	switch {
-	case errors.As(err, &u), errors.As(err, &l):
+	case errors.As(err, &u), errors.As(err, &l), errors.As(err, new(*ArchiveError)):
 		return false
 	case errors.As(err, &c):
 		return c.Reason == "" // a mismatch may be corruption in transit; a missing sidecar stays missing
@@ -343,6 +343,25 @@ func (s *Store) extractStream(ctx context.Context, cancel context.CancelFunc, ra
 		return nil
 	}()
 	if err != nil {
+		var unsafe *UnsafePathError
+		if want.algo != "" && !errors.As(err, &unsafe) && !errors.Is(err, context.Canceled) {
+			// Finish reading the stream through the hashers to tell bytes damaged in transit
+			// (the checksum differs: another attempt may work) from a release that is broken as
+			// published (the checksum matches: retrying only costs time).
+			if _, derr := io.Copy(io.Discard, br); derr == nil {
+				wg.Wait()
+				if prodErr == nil {
+					sum := hex.EncodeToString(h1.Sum(nil))
+					if want.algo == "sha256" {
+						sum = hex.EncodeToString(h256.Sum(nil))
+					}
+					if sum == want.hex {
+						return nil, &ArchiveError{URL: src.String(), Err: err}
+					}
+					return nil, fmt.Errorf("extracting %s: %v; %w", src, err, &ChecksumError{URL: src.String(), Algo: want.algo, Want: want.hex, Got: sum})
+				}
+			}
+		}
 		cancel()
 		for range ch { // let the producer finish
 		}
