@@ -55,8 +55,6 @@ func run(args []string, out io.Writer) int {
 		fmt.Fprintf(os.Stderr, "demo: %v: run `make charm` first (or `make demo`, which does)\n", err)
 		return 2
 	}
-	// The stand-in concourse binary runs inside the containers: build it static.
-	os.Setenv("CGO_ENABLED", "0")
 
 	t, err := newDemoTB("demo", out)
 	if err != nil {

@@ -202,6 +202,9 @@ func BuildFakeConcourse(t testing.TB, version string) string {
 	tmp := fmt.Sprintf("%s.%d.tmp", out, time.Now().UnixNano())
 	cmd := exec.Command("go", "build", "-ldflags", "-X main.version="+version, "-o", tmp, "./tests/fakeconcourse")
 	cmd.Dir = root
+	// Static, like the real release binary: it runs inside the test bed's containers, whose libc
+	// need not be the host's.
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("BuildFakeConcourse %s: %v\n%s", version, err, b)
 	}

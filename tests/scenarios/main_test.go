@@ -14,9 +14,5 @@ var (
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	// The stand-in concourse (release.BuildFakeConcourse) is built with the environment's
-	// settings and runs inside the containers: static, like the charm, so it does not depend
-	// on the host's libc matching the rootfs.
-	os.Setenv("CGO_ENABLED", "0")
 	os.Exit(m.Run())
 }
