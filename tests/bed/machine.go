@@ -544,14 +544,25 @@ func (m *Machine) Stat(path string) (FileStat, error) {
 	return FileStat{Dev: st.Dev, Ino: st.Ino, Mode: mode, UID: st.Uid, GID: st.Gid, Size: st.Size, Nlink: uint64(st.Nlink)}, nil
 }
 
-// processList describes the processes in the container's pid namespace, for diagnostics.
-func (m *Machine) processList() string {
+// Process is one process of a container, as the host sees it.
+type Process struct {
+	PID   int      // host pid
+	Argv  []string // its command line
+	State byte     // /proc/<pid>/stat state (R, S, Z…)
+}
+
+// Processes lists the processes in the container's pid namespace (host pids), found through
+// /proc without forking: the tests use it to find and kill a running hook.
+func (m *Machine) Processes() ([]Process, error) {
 	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", m.pid))
 	if err != nil {
-		return err.Error()
+		return nil, fmt.Errorf("reading the pid namespace of %s: %w", m.Name, err)
 	}
-	entries, _ := os.ReadDir("/proc")
-	var out []string
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, err
+	}
+	var out []Process
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
@@ -560,9 +571,25 @@ func (m *Machine) processList() string {
 		if other, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid)); err != nil || other != ns {
 			continue
 		}
-		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		if err != nil {
+			continue // gone meanwhile
+		}
 		st, _ := readProcStat(pid)
-		out = append(out, fmt.Sprintf("%d(%c) %s", pid, st.state, strings.ReplaceAll(strings.TrimRight(string(cmdline), "\x00"), "\x00", " ")))
+		out = append(out, Process{PID: pid, Argv: strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00"), State: st.state})
+	}
+	return out, nil
+}
+
+// processList describes the processes in the container's pid namespace, for diagnostics.
+func (m *Machine) processList() string {
+	ps, err := m.Processes()
+	if err != nil {
+		return err.Error()
+	}
+	var out []string
+	for _, p := range ps {
+		out = append(out, fmt.Sprintf("%d(%c) %s", p.PID, p.State, strings.Join(p.Argv, " ")))
 	}
 	return strings.Join(out, "; ")
 }

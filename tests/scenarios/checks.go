@@ -448,33 +448,17 @@ func (s *Scenario) HookSaid(unit, text string) Check {
 // KillDispatch SIGKILLs the unit's running dispatch process (the hook), found in the
 // container's pid namespace by its executable path, and returns its host pid.
 func KillDispatch(u *bed.Unit) (int, error) {
-	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", u.PID()))
-	if err != nil {
-		return 0, err
-	}
 	exe := u.CharmDir + "/dispatch"
-	entries, err := os.ReadDir("/proc")
+	ps, err := u.Processes()
 	if err != nil {
 		return 0, err
 	}
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if other, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", pid)); err != nil || other != ns {
-			continue
-		}
-		cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
-		if err != nil {
-			continue
-		}
-		argv := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
-		if len(argv) > 0 && argv[0] == exe {
-			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-				return 0, fmt.Errorf("killing %s's dispatch (pid %d): %w", u.Name, pid, err)
+	for _, p := range ps {
+		if len(p.Argv) > 0 && p.Argv[0] == exe {
+			if err := syscall.Kill(p.PID, syscall.SIGKILL); err != nil {
+				return 0, fmt.Errorf("killing %s's dispatch (pid %d): %w", u.Name, p.PID, err)
 			}
-			return pid, nil
+			return p.PID, nil
 		}
 	}
 	return 0, fmt.Errorf("no %s process in %s", exe, u.Name)
