@@ -270,9 +270,13 @@ func (u *unitRun) ensureInstalled(ctx context.Context) {
 	if shared {
 		if err := u.store.CheckShared(); err != nil {
 			var mm *storage.MarkerMissingError
-			if errors.As(err, &mm) {
+			switch {
+			case errors.As(err, &mm) && (u.state.Web != nil || u.state.Worker != nil):
+				// It was there when the services started: the mount went away under them.
+				u.status.blocked(fmt.Sprintf("Shared storage unavailable: %s is gone; the LXD disk device may have been removed: re-add it at %s and recreate the marker", mm.Path, u.deps.Paths.Root))
+			case errors.As(err, &mm):
 				u.status.waiting(fmt.Sprintf("Waiting for shared storage: %s is missing (create it once the LXD disk device is mounted on every unit)", mm.Path))
-			} else {
+			default:
 				u.status.blocked(fmt.Sprintf("Shared storage unavailable: %v", err))
 			}
 			return
@@ -292,6 +296,12 @@ func (u *unitRun) ensureInstalled(ctx context.Context) {
 		}
 	}
 	if installed == u.want && !damaged {
+		if u.installer() && u.f.Event.Name == "update-status" {
+			// A full or read-only root is found before the next upgrade needs it.
+			if err := u.store.CheckWritable(); err != nil {
+				u.status.blocked(err.Error())
+			}
+		}
 		u.setInstalled(installed)
 		return
 	}

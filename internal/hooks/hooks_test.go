@@ -631,3 +631,29 @@ func TestFailingUpgradeKeepsPublishedKeys(t *testing.T) {
 		t.Error("a failing upgrade stopped a running service")
 	}
 }
+
+// Storage that goes away under running services is blocked, within one hook, with the fix;
+// before anything ran from it, the same missing marker only means "not mounted yet".
+func TestSharedStorageGoneIsBlocked(t *testing.T) {
+	w := newWorld(t, 2, pinned)
+	w.deploy()
+	w.store(w.paths(u0).Root).marker = false
+	w.mustHook(u1, "update-status")
+	got := w.status(u1)
+	if !strings.HasPrefix(got, "blocked: Shared storage unavailable: ") || !strings.Contains(got, ".lxc_shared_storage is gone") || !strings.Contains(got, "re-add it") {
+		t.Errorf("status = %q", got)
+	}
+	if !w.svcs[u1].active[workerSvc] {
+		t.Error("the worker was stopped; its process keeps its own files open")
+	}
+}
+
+func TestUnwritableRootFoundByUpdateStatus(t *testing.T) {
+	w := newWorld(t, 1, pinned)
+	w.deploy()
+	w.store(w.paths(u0).Root).notWritable = &storage.NotWritableError{Path: w.paths(u0).Root, Err: errString("no space left on device")}
+	w.mustHook(u0, "update-status")
+	if got := w.status(u0); !strings.HasPrefix(got, "blocked: ") || !strings.Contains(got, w.paths(u0).Root) {
+		t.Errorf("status = %q", got)
+	}
+}

@@ -268,15 +268,16 @@ func lookup(env []string) func(string) string {
 
 // fakeStore is an install root: what is installed, and how often a release was downloaded.
 type fakeStore struct {
-	mu        sync.Mutex
-	root      string
-	shared    bool
-	marker    bool
-	installed string
-	installs  int
-	damaged   bool
-	failWith  error
-	records   map[string]string
+	mu          sync.Mutex
+	root        string
+	shared      bool
+	marker      bool
+	installed   string
+	installs    int
+	damaged     bool
+	failWith    error
+	notWritable error
+	records     map[string]string
 }
 
 func (s *fakeStore) CheckShared() error {
@@ -285,7 +286,7 @@ func (s *fakeStore) CheckShared() error {
 	}
 	return nil
 }
-func (s *fakeStore) CheckWritable() error { return nil }
+func (s *fakeStore) CheckWritable() error { return s.notWritable }
 func (s *fakeStore) Installed() (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
