@@ -657,3 +657,40 @@ func TestUnwritableRootFoundByUpdateStatus(t *testing.T) {
 		t.Errorf("status = %q", got)
 	}
 }
+
+// Where a release comes from: a mirror laid out like GitHub's (its .sha1 checked), the operator's
+// sha256 instead of the sidecar, or an attached resource for offline installs.
+func TestReleaseSources(t *testing.T) {
+	sum := strings.Repeat("ab", 32)
+	cases := []struct {
+		name     string
+		config   map[string]any
+		resource bool
+		want     storage.Source
+	}{
+		{"github", map[string]any{"version": "7.14.3"}, false, storage.Source{
+			URL:     "https://github.com/concourse/concourse/releases/download/v7.14.3/concourse-7.14.3-linux-amd64.tgz",
+			SHA1URL: "https://github.com/concourse/concourse/releases/download/v7.14.3/concourse-7.14.3-linux-amd64.tgz.sha1"}},
+		{"mirror", map[string]any{"version": "7.14.3", "release-url": "http://mirror.internal/concourse/"}, false, storage.Source{
+			URL:     "http://mirror.internal/concourse/v7.14.3/concourse-7.14.3-linux-amd64.tgz",
+			SHA1URL: "http://mirror.internal/concourse/v7.14.3/concourse-7.14.3-linux-amd64.tgz.sha1"}},
+		{"mirror-sha256", map[string]any{"version": "7.14.3", "release-url": "http://mirror.internal/c", "release-sha256": sum}, false, storage.Source{
+			URL: "http://mirror.internal/c/v7.14.3/concourse-7.14.3-linux-amd64.tgz", SHA256: sum}},
+		{"resource", map[string]any{"version": "7.14.3", "release-sha256": sum}, true, storage.Source{SHA256: sum}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			w := newWorld(t, 1, c.config)
+			if c.resource {
+				tgz := filepath.Join(t.TempDir(), "concourse.tgz")
+				os.WriteFile(tgz, []byte("a tarball"), 0o644)
+				w.m.AttachResource(app, "concourse-release", tgz)
+				c.want.LocalPath = tgz
+			}
+			w.mustHook(u0, "install")
+			if got := w.store(w.paths(u0).Root).lastSource; got != c.want {
+				t.Errorf("source = %+v\nwant     %+v", got, c.want)
+			}
+		})
+	}
+}

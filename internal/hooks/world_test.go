@@ -277,6 +277,7 @@ type fakeStore struct {
 	damaged     bool
 	failWith    error
 	notWritable error
+	lastSource  storage.Source
 	records     map[string]string
 }
 
@@ -298,9 +299,10 @@ func (s *fakeStore) Installed() (string, error) {
 func (s *fakeStore) BinaryPath() string {
 	return filepath.Join(s.root, "versions", s.installed, "bin", "concourse")
 }
-func (s *fakeStore) Install(_ context.Context, v string, _ storage.Source) (storage.InstallResult, error) {
+func (s *fakeStore) Install(_ context.Context, v string, src storage.Source) (storage.InstallResult, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.lastSource = src
 	if s.failWith != nil {
 		return storage.InstallResult{}, s.failWith
 	}
