@@ -103,6 +103,8 @@ func realDeps(env juju.Env, paths hooks.Paths, stderr io.Writer) hooks.Deps {
 		IdleConnTimeout:       30 * time.Second,
 	}}
 	systemd := concourse.Systemd{}
+	// The web's readiness probe goes to loopback: never through the model's proxy.
+	local := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
 	return hooks.Deps{
 		Env:      env,
 		Paths:    paths,
@@ -124,6 +126,10 @@ func realDeps(env juju.Env, paths hooks.Paths, stderr io.Writer) hooks.Deps {
 			return &concourse.Migrator{Binary: binary, Env: env}
 		},
 		CheckDB:      concourse.CheckDB,
+		WebInfo: func(ctx context.Context, base string) (string, error) {
+			info, err := concourse.Info(ctx, local, base)
+			return info.Version, err
+		},
 		ProbeVersion: probeVersion,
 		EnsureUser: func(name string) (int, int, error) {
 			if err := concourse.EnsureSystemUser(context.Background(), name, "/var/lib/concourse-web", nil); err != nil {

@@ -106,6 +106,10 @@ type Deps struct {
 	NewMigrator func(binary string, env []string) Migrator
 	// CheckDB proves credentials with a real connection before the web (re)starts.
 	CheckDB func(ctx context.Context, c concourse.DBConfig, timeout time.Duration) error
+	// WebInfo asks a web node's /api/v1/info for its version; nil skips the readiness probe.
+	WebInfo func(ctx context.Context, baseURL string) (string, error)
+	// WebStartWait bounds how long a hook waits for a (re)started web to answer (default 1 min).
+	WebStartWait time.Duration
 	// ProbeVersion runs `<binary> --version` and returns the bare version.
 	ProbeVersion func(ctx context.Context, binary string) (string, error)
 	// LookupUser returns the uid/gid of the web service user, creating it when missing.

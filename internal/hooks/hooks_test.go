@@ -694,3 +694,21 @@ func TestReleaseSources(t *testing.T) {
 		})
 	}
 }
+
+// "Active" means the web answers, not merely that systemd started it.
+func TestWebNotAnsweringIsNotReady(t *testing.T) {
+	w := newWorld(t, 1, pinned)
+	w.webDown = true
+	w.deploy()
+	w.addPostgres()
+	got := w.status(u0)
+	if !strings.HasPrefix(got, "maintenance: Web server starting: http://127.0.0.1:8080/api/v1/info does not answer yet") {
+		t.Errorf("status while the web does not answer = %q", got)
+	}
+	w.webDown = false
+	w.mustHook(u0, "update-status")
+	w.wantStatus(u0, "active: Web server ready (v7.14.3) http://127.0.2.10:8080")
+	if n := w.svcs[u0].count("restart"); n != 0 {
+		t.Errorf("a slow web was restarted %d times", n)
+	}
+}

@@ -192,10 +192,52 @@ func (u *unitRun) ensureWeb(ctx context.Context) (ready bool, err error) {
 		u.state.HadDatabase = true
 		u.jlog(juju.LogInfo, fmt.Sprintf("started %s with Concourse %s", webService, u.installed))
 	}
+	// systemd says "active" as soon as the process runs; the web is ready when its API answers
+	// (concourse-contract §8.12). Right after a start it gets a bounded wait; later hooks probe once.
+	wait := 2 * time.Second
+	if plan.restart {
+		wait = u.webStartWait()
+	}
+	if err := u.waitWeb(ctx, wait); err != nil {
+		u.status.add(juju.StatusMaintenance, fmt.Sprintf("Web server starting: %v", err))
+		return false, nil
+	}
 	u.unitData[keyWebVersion] = u.state.Web.Version
 	u.setPeerApp(keyWebVersion, u.state.Web.Version)
 	u.tsaApp[keyWebVersion] = u.state.Web.Version
 	return true, nil
+}
+
+// waitWeb polls the web's /api/v1/info on loopback until it reports the version it was started
+// with, for at most wait.
+func (u *unitRun) waitWeb(ctx context.Context, wait time.Duration) error {
+	if u.deps.WebInfo == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, wait)
+	defer cancel()
+	base := fmt.Sprintf("http://127.0.0.1:%d", u.cfg.WebPort)
+	for {
+		v, err := u.deps.WebInfo(ctx, base)
+		if err == nil && v == u.state.Web.Version {
+			return nil
+		}
+		if err == nil {
+			err = fmt.Errorf("%s/api/v1/info reports %s, want %s", base, v, u.state.Web.Version)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s/api/v1/info does not answer yet (%v)", base, err)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func (u *unitRun) webStartWait() time.Duration {
+	if u.deps.WebStartWait > 0 {
+		return u.deps.WebStartWait
+	}
+	return time.Minute
 }
 
 // migrate runs the new binary's migrations before the web starts on a new release, and refuses

@@ -37,6 +37,7 @@ type world struct {
 	current   int64            // database schema
 	latest    string
 	githubAPI string
+	webDown   bool
 	queue     []jujutest.Event
 	stderr    bytes.Buffer
 }
@@ -136,7 +137,21 @@ func (w *world) hook(unit string, info jujutest.HookInfo) error {
 		NewMigrator: func(binary string, env []string) Migrator {
 			return &fakeMigrator{w: w, binary: binary}
 		},
-		CheckDB:      func(context.Context, concourse.DBConfig, time.Duration) error { return w.dbErr },
+		CheckDB: func(context.Context, concourse.DBConfig, time.Duration) error { return w.dbErr },
+		WebInfo: func(context.Context, string) (string, error) {
+			// A running web answers with the version of the binary its unit starts.
+			if w.webDown || !svcs.active[webService] {
+				return "", errString("connection refused")
+			}
+			unit, err := os.ReadFile(filepath.Join(paths.SystemdDir, webService))
+			if err != nil {
+				return "", err
+			}
+			_, after, _ := strings.Cut(string(unit), "/versions/")
+			v, _, _ := strings.Cut(after, "/")
+			return v, nil
+		},
+		WebStartWait: 50 * time.Millisecond,
 		ProbeVersion: nil,
 		EnsureUser:   func(string) (int, int, error) { return os.Getuid(), os.Getgid(), nil },
 		Stderr:       &w.stderr,

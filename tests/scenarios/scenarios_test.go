@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/concourse-ci-machine/concourse-ci-machine/internal/concourse"
 	"github.com/concourse-ci-machine/concourse-ci-machine/tests/bed"
 	"github.com/concourse-ci-machine/concourse-ci-machine/tests/release"
 )
@@ -137,6 +138,71 @@ func testSeedThenPostgres(t *testing.T, f *Fixture) {
 			s.Downloads(V1, 1),
 		)
 	})
+	// A port below 1024 works although the web runs unprivileged: its unit grants
+	// CAP_NET_BIND_SERVICE. The worker is not touched by a web-only option.
+	step(t, "web-port-80", func(t *testing.T) {
+		before, err := s.Snap(u1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.C.Config(App, map[string]any{"web-port": 80})
+		ip := s.C.Model.Address(u0)
+		s.Settle(t,
+			s.HasStatus(u0, "active", fmt.Sprintf("Web server ready (v%s) http://%s:80", V1, ip)),
+			webAnswers(ip+":80", V1),
+			runsAs(s, u0, WebService, "concourse"),
+			s.Unrestarted(before),
+		)
+	})
+}
+
+// webAnswers: /api/v1/info at addr reports version.
+func webAnswers(addr, version string) Check {
+	return func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		info, err := concourse.Info(ctx, apiClient, "http://"+addr)
+		if err != nil || info.Version != version {
+			return fmt.Errorf("http://%s/api/v1/info version = %q, %v; want %q", addr, info.Version, err, version)
+		}
+		return nil
+	}
+}
+
+// runsAs: the service's main process runs as user (read from /proc inside the container).
+func runsAs(s *Scenario, unit, svc, user string) Check {
+	return func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		m := s.C.Unit(unit)
+		out, err := m.Systemctl(ctx, "show", "-p", "MainPID", "--value", svc)
+		if err != nil {
+			return err
+		}
+		status, err := m.ReadFile("/proc/" + strings.TrimSpace(out) + "/status")
+		if err != nil {
+			return fmt.Errorf("%s main process of %s: %v", unit, svc, err)
+		}
+		passwd, err := m.ReadFile("/etc/passwd")
+		if err != nil {
+			return err
+		}
+		uid := ""
+		for _, line := range strings.Split(string(passwd), "\n") {
+			if f := strings.Split(line, ":"); len(f) > 2 && f[0] == user {
+				uid = f[2]
+			}
+		}
+		for _, line := range strings.Split(string(status), "\n") {
+			if f := strings.Fields(line); len(f) > 1 && f[0] == "Uid:" {
+				if uid == "" || f[1] != uid {
+					return fmt.Errorf("%s %s runs as uid %s; want %s (uid %q)", unit, svc, f[1], user, uid)
+				}
+				return nil
+			}
+		}
+		return fmt.Errorf("%s: no Uid line in the process status", unit)
+	}
 }
 
 // 3. add-unit ×3: no download, every new worker registers, nothing else restarts.
