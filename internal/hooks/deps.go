@@ -49,6 +49,7 @@ type Store interface {
 	WaitInstalled(ctx context.Context, version string, maxWait time.Duration) (bool, error)
 	VerifyQuick(probe func(binary string) error) error
 	RecordRunning(version string, localFallbackDir string) error
+	ForgetRunning() error
 }
 
 // Services controls systemd units (concourse.Systemd satisfies it).

@@ -97,6 +97,10 @@ func (h *handler) teardown(ctx context.Context) error {
 	if err := u.removeService(ctx, workerSvc, &u.state.Worker, u.path(fileWorkerEnv)); err != nil {
 		return err
 	}
+	// This unit no longer runs a release: garbage collection may drop the one it ran.
+	if err := h.deps.NewStore(h.deps.Paths.Root, h.deps.Env.UnitName, nil).ForgetRunning(); err != nil {
+		h.logf("forgetting the running version: %v", err)
+	}
 	return saveState(h.deps.Paths.StateDir, u.state)
 }
 

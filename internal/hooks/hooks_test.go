@@ -712,3 +712,27 @@ func TestWebNotAnsweringIsNotReady(t *testing.T) {
 		t.Errorf("a slow web was restarted %d times", n)
 	}
 }
+
+// A unit that leaves retires its worker (so it does not linger as a stalled ghost), removes its
+// services and files, and stops protecting the release it ran from garbage collection.
+func TestStopTearsDown(t *testing.T) {
+	w := newWorld(t, 2, pinned)
+	w.deploy()
+	others := len(w.services(u0).calls)
+	w.mustHook(u1, "stop")
+	calls := strings.Join(w.svcs[u1].calls, ",")
+	if !strings.Contains(calls, "kill SIGUSR2 "+workerSvc+",stop "+workerSvc) {
+		t.Errorf("worker not retired before stopping: %s", calls)
+	}
+	for _, p := range []string{filepath.Join(w.paths(u1).SystemdDir, workerSvc), filepath.Join(w.paths(u1).ConfigDir, fileWorkerEnv)} {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s left behind", p)
+		}
+	}
+	if w.store(w.paths(u1).Root).forgotten != 1 {
+		t.Error("the unit's running-version record was not removed")
+	}
+	if got := w.services(u0).calls[others:]; len(got) != 0 {
+		t.Errorf("another unit's services were touched: %v", got)
+	}
+}

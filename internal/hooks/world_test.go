@@ -293,6 +293,7 @@ type fakeStore struct {
 	failWith    error
 	notWritable error
 	lastSource  storage.Source
+	forgotten   int
 	records     map[string]string
 }
 
@@ -339,6 +340,13 @@ func (s *fakeStore) VerifyQuick(func(string) error) error {
 	}
 	return nil
 }
+func (s *fakeStore) ForgetRunning() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.forgotten++
+	return nil
+}
+
 func (s *fakeStore) RecordRunning(v, _ string) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()

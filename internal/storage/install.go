@@ -284,6 +284,18 @@ func (s *Store) RecordRunning(version, localFallbackDir string) error {
 	return nil
 }
 
+// ForgetRunning removes this unit's record when it leaves, so that GC stops keeping the release it
+// ran. A share this unit cannot write to holds no record of it (RecordRunning fell back), so
+// EROFS/EACCES are not errors.
+func (s *Store) ForgetRunning() error {
+	dir := s.path(RecordsDir, UnitTag(s.opts.Unit))
+	if err := os.RemoveAll(dir); err != nil && !isNotWritable(err) {
+		return fmt.Errorf("removing the record of %s: %w", s.opts.Unit, err)
+	}
+	s.logf("removed the running-version record %s", dir)
+	return nil
+}
+
 // GC removes version directories that neither current, previous nor any
 // unit's record refers to, and leftovers in .staging. It takes the exclusive
 // lock without waiting: when an install holds it, GC is skipped (nil),

@@ -155,6 +155,26 @@ func TestUpgradeKeepsPreviousAndGC(t *testing.T) {
 			t.Errorf("Status.String() lacks %q:\n%s", want, out)
 		}
 	}
+	// A unit that leaves stops protecting its release.
+	if err := other.RecordRunning("8.2.5", ""); err != nil {
+		t.Fatal(err)
+	}
+	install("9.0.0")
+	if n := countDirs(t, filepath.Join(root, VersionsDir)); n != 3 {
+		t.Errorf("versions = %d; want 3 (9.0.0 current, 8.3.0 previous, 8.2.5 recorded)", n)
+	}
+	if err := other.ForgetRunning(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(root, "worker/concourse-ci-machine-10")); !os.IsNotExist(err) {
+		t.Errorf("record still there after ForgetRunning: %v", err)
+	}
+	if err := s.GC(); err != nil {
+		t.Fatal(err)
+	}
+	if n := countDirs(t, filepath.Join(root, VersionsDir)); n != 2 {
+		t.Errorf("versions after the unit left = %d; want 2 (current, previous)", n)
+	}
 }
 
 // The old Python charm merged releases into <Root>/bin (reference §7.2).
