@@ -125,7 +125,7 @@ func realDeps(env juju.Env, paths hooks.Paths, stderr io.Writer) hooks.Deps {
 		NewMigrator: func(binary string, env []string) hooks.Migrator {
 			return &concourse.Migrator{Binary: binary, Env: env}
 		},
-		CheckDB:      concourse.CheckDB,
+		CheckDB: concourse.CheckDB,
 		WebInfo: func(ctx context.Context, base string) (string, error) {
 			info, err := concourse.Info(ctx, local, base)
 			return info.Version, err

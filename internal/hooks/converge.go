@@ -331,7 +331,7 @@ func (u *unitRun) ensureInstalled(ctx context.Context) {
 	}
 	src, err := u.source(ctx)
 	if err != nil {
-		u.status.blocked(err.Error())
+		u.status.blocked(fmt.Sprintf("Cannot install Concourse v%s: %v", u.want, err))
 		return
 	}
 	_ = u.juju.SetStatus(ctx, juju.Status{Name: juju.StatusMaintenance, Message: fmt.Sprintf("Downloading Concourse v%s...", u.want)})
@@ -387,7 +387,7 @@ func (u *unitRun) source(ctx context.Context) (storage.Source, error) {
 	}
 	arch, err := concourse.Arch(u.deps.GOARCH)
 	if err != nil {
-		return storage.Source{}, fmt.Errorf("Unsupported machine architecture: %v", err)
+		return storage.Source{}, fmt.Errorf("unsupported machine architecture: %v", err)
 	}
 	base := u.cfg.ReleaseURL
 	if base == "" {

@@ -4,15 +4,12 @@ package hooks
 
 import (
 	"context"
-	"errors"
+	"crypto/rand"
 	"fmt"
 	"io"
 	"math/big"
-	"os"
 	"strings"
 	"time"
-
-	"crypto/rand"
 
 	"github.com/concourse-ci-machine/concourse-ci-machine/internal/juju"
 )
@@ -119,11 +116,4 @@ func randomPassword(r io.Reader, n int) (string, error) {
 		b.WriteByte(passwordAlphabet[k.Int64()])
 	}
 	return b.String(), nil
-}
-
-// fileExists is true for anything at path (errors other than not-exist count as present, so a
-// permission problem is reported where the file is used instead of being silently ignored).
-func fileExists(path string) bool {
-	_, err := os.Stat(path)
-	return !errors.Is(err, os.ErrNotExist)
 }

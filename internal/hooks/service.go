@@ -208,12 +208,3 @@ func (u *unitRun) setRecord(name string, r *ServiceRecord) {
 		u.state.Worker = r
 	}
 }
-
-// summaries lists the steps of a plan, for logs and tests.
-func (p servicePlan) summaries() []string {
-	out := make([]string, 0, len(p.steps))
-	for _, s := range p.steps {
-		out = append(out, s.Summary)
-	}
-	return out
-}

@@ -37,6 +37,3 @@ func (s *statusSet) add(name juju.StatusName, msg string) {
 func (s *statusSet) blocked(msg string) { s.add(juju.StatusBlocked, msg) }
 func (s *statusSet) waiting(msg string) { s.add(juju.StatusWaiting, msg) }
 func (s *statusSet) active(msg string)  { s.add(juju.StatusActive, msg) }
-
-// settled reports whether anything other than active was recorded.
-func (s *statusSet) settled() bool { return !s.found || s.best.Name == juju.StatusActive }

@@ -54,7 +54,7 @@ func (j *Jujuc) Main(req Request, resp *Response) error {
 	if err != nil {
 		return err
 	}
-	*resp = Response{Code: res.Code, Stdout: res.Stdout, Stderr: res.Stderr}
+	*resp = Response(res)
 	return nil
 }
 
