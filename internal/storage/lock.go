@@ -107,7 +107,7 @@ func (s *Store) lockHolder() (held bool, holder string, err error) {
 	}
 	if ok {
 		rl.Unlock()
-		return false, "", nil
+		return false, s.readHolder(), nil // the last holder: who installed last, and when
 	}
 	return true, s.readHolder(), nil
 }

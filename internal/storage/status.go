@@ -21,7 +21,7 @@ type Status struct {
 	Previous      string // target of previous
 	Versions      []VersionDir
 	LockHeld      bool
-	LockHolder    string // lock file content when held
+	LockHolder    string // lock file content: the holder, or the last one when free
 	SharedMarker  bool   // .lxc_shared_storage present
 	Records       map[string]string
 	Staging       []string // leftovers of interrupted installs
@@ -148,7 +148,11 @@ func (st Status) String() string {
 	if st.LockHeld {
 		fmt.Fprintf(&b, "install lock:       held by %s\n", or(st.LockHolder, "unknown holder"))
 	} else {
-		fmt.Fprintf(&b, "install lock:       free\n")
+		if st.LockHolder != "" {
+			fmt.Fprintf(&b, "install lock:       free (last held by %s)\n", st.LockHolder)
+		} else {
+			fmt.Fprintf(&b, "install lock:       free\n")
+		}
 	}
 	fmt.Fprintf(&b, "shared marker:      %v\n", st.SharedMarker)
 	units := make([]string, 0, len(st.Records))
