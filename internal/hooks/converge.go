@@ -111,6 +111,7 @@ func (u *unitRun) run(ctx context.Context) error {
 	case u.role.Worker && !u.role.Web && workerReady:
 		u.status.active(fmt.Sprintf("Worker ready (v%s)", workerVersion))
 	}
+	u.removeLegacy()
 	if err := u.publish(ctx); err != nil {
 		return err
 	}

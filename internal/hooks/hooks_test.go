@@ -736,3 +736,33 @@ func TestStopTearsDown(t *testing.T) {
 		t.Errorf("another unit's services were touched: %v", got)
 	}
 }
+
+// After a refresh from the Python charm, its web environment and keys (passwords and the TSA
+// private key, on the shared root) are removed once this charm's services run.
+func TestRefreshRemovesReferenceSecrets(t *testing.T) {
+	w := newWorld(t, 2, pinned)
+	leftovers := map[string][]string{
+		u0: {filepath.Join(w.paths(u0).Root, "config.env"), filepath.Join(w.paths(u0).Root, "keys", "tsa_host_key")},
+		u1: {filepath.Join(filepath.Dir(w.paths(u1).WorkDir), "worker-config.env"), filepath.Join(filepath.Dir(w.paths(u1).WorkDir), "keys", "worker_key")},
+	}
+	for _, files := range leftovers {
+		for _, f := range files {
+			os.MkdirAll(filepath.Dir(f), 0o755)
+			os.WriteFile(f, []byte("CONCOURSE_POSTGRES_PASSWORD=old\n"), 0o600)
+		}
+	}
+	w.mustHook(u0, "upgrade-charm") // before anything of ours runs: the old services may still use them
+	if _, err := os.Stat(leftovers[u0][0]); err != nil {
+		t.Errorf("removed %s before this charm's services ran", leftovers[u0][0])
+	}
+	w.deploy()
+	w.addPostgres()
+	for _, u := range []string{u0, u1} {
+		w.mustHook(u, "upgrade-charm")
+		for _, f := range leftovers[u] {
+			if _, err := os.Stat(f); !os.IsNotExist(err) {
+				t.Errorf("%s: %s still there", u, f)
+			}
+		}
+	}
+}
