@@ -24,6 +24,10 @@ type DBConfig struct {
 	Password string
 	Database string
 	SSLMode  string // "" → Concourse's default, disable; else disable|require|verify-ca|verify-full
+	// CACert is the path of the PEM CA bundle the server's certificate must chain to
+	// (CONCOURSE_POSTGRES_CA_CERT; lib/pq's sslrootcert). The file must exist when Concourse
+	// parses its flags (concourse-contract §2.3).
+	CACert string
 }
 
 const defaultPostgresPort = 5432
@@ -93,6 +97,12 @@ func (c DBConfig) validate(prefix string) []error {
 	if c.SSLMode != "" {
 		ck.oneOf(prefix+"SSLMode", "CONCOURSE_POSTGRES_SSLMODE", c.SSLMode, sslModes)
 	}
+	if c.CACert != "" && !strings.HasPrefix(c.CACert, "/") {
+		ck.add(prefix+"CACert", "CONCOURSE_POSTGRES_CA_CERT", "the CA certificate path must be absolute")
+	}
+	if c.CACert != "" && c.sslMode() == "disable" {
+		ck.add(prefix+"CACert", "CONCOURSE_POSTGRES_CA_CERT", "a CA certificate needs an SSL mode other than disable")
+	}
 	return ck.errs
 }
 
@@ -115,6 +125,9 @@ func (c DBConfig) Env() []EnvVar {
 	if c.SSLMode != "" {
 		vars = append(vars, EnvVar{"CONCOURSE_POSTGRES_SSLMODE", c.SSLMode})
 	}
+	if c.CACert != "" {
+		vars = append(vars, EnvVar{"CONCOURSE_POSTGRES_CA_CERT", c.CACert})
+	}
 	return vars
 }
 
@@ -132,6 +145,9 @@ func (c DBConfig) DSN(connectTimeout time.Duration) string {
 		"password=" + q(c.Password),
 		"dbname=" + q(c.Database),
 		"sslmode=" + c.sslMode(),
+	}
+	if c.CACert != "" {
+		parts = append(parts, "sslrootcert="+q(c.CACert))
 	}
 	if connectTimeout > 0 {
 		secs := int((connectTimeout + time.Second - 1) / time.Second)

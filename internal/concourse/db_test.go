@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -159,5 +161,38 @@ func TestCheckDBTimeout(t *testing.T) {
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("CheckDB took %s despite a 500ms timeout", d)
+	}
+}
+
+// A server with TLS (the PostgreSQL charm related to a TLS provider): verify-ca with the CA the
+// relation hands over connects; a wrong CA is refused before any password is sent.
+func TestCheckDBTLS(t *testing.T) {
+	t.Parallel()
+	pg := pgtest.Start(t, pgtest.Options{TLS: true})
+	pg.CreateRole(t, "concourse", "Tls-Horse-Battery")
+	pg.CreateDatabase(t, "atc", "concourse")
+	dir := t.TempDir()
+	goodCA, otherCA := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "other.pem")
+	os.WriteFile(goodCA, pg.CACertPEM(), 0o644)
+	other := pgtest.Start(t, pgtest.Options{TLS: true}) // a CA that did not sign this server
+	os.WriteFile(otherCA, other.CACertPEM(), 0o644)
+	c := DBConfig{Host: pg.Host(), Port: pg.Port(), User: "concourse", Password: "Tls-Horse-Battery", Database: "atc", SSLMode: "verify-ca", CACert: goodCA}
+	if err := CheckDB(context.Background(), c, 10*time.Second); err != nil {
+		t.Fatalf("verify-ca with the right CA: %v", err)
+	}
+	env := map[string]string{}
+	for _, v := range c.Env() {
+		env[v.Name] = v.Value
+	}
+	if env["CONCOURSE_POSTGRES_SSLMODE"] != "verify-ca" || env["CONCOURSE_POSTGRES_CA_CERT"] != goodCA {
+		t.Errorf("env = %v", env)
+	}
+	c.CACert = otherCA
+	err := CheckDB(context.Background(), c, 10*time.Second)
+	if err == nil || strings.Contains(err.Error(), c.Password) {
+		t.Errorf("verify-ca with another CA: %v; want a refusal without the password", err)
+	}
+	if err := (DBConfig{Host: "h", Port: 1, User: "u", Database: "d", CACert: goodCA}).Validate(); err == nil {
+		t.Error("a CA certificate with sslmode disable was accepted")
 	}
 }

@@ -63,7 +63,9 @@ type DBFacts struct {
 	Database   string
 	Username   string
 	Password   string
-	SecretErr  error // credentials announced but unreadable
+	TLS        bool   // the provider serves TLS (secret-tls "tls": "True")
+	TLSCA      string // its CA bundle, PEM; may be empty (then only encryption, no verification)
+	SecretErr  error  // credentials or TLS settings announced but unreadable
 }
 
 // Facts are gathered once per hook, before anything is decided.
@@ -251,6 +253,17 @@ func (h *handler) dbFacts(ctx context.Context, leader bool) (*DBFacts, error) {
 			db.Username, db.Password = content["username"], content["password"]
 		}
 	}
+	tls, ca := remote["tls"], remote["tls-ca"] // legacy plaintext fields
+	if uri := remote["secret-tls"]; uri != "" && db.SecretErr == nil {
+		label := fmt.Sprintf("%s.%d.tls.secret", epPostgres, db.RelationID)
+		content, err := h.juju.GetSecret(ctx, juju.SecretGetOptions{ID: uri, Label: label, Refresh: true})
+		if err != nil {
+			db.SecretErr = err
+		}
+		tls, ca = content["tls"], content["tls-ca"]
+	}
+	db.TLS = strings.EqualFold(tls, "true")
+	db.TLSCA = strings.TrimSpace(ca)
 	return db, nil
 }
 

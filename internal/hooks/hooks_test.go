@@ -766,3 +766,35 @@ func TestRefreshRemovesReferenceSecrets(t *testing.T) {
 		}
 	}
 }
+
+// A PostgreSQL with TLS hands over its CA in the secret-tls secret: the web verifies the server
+// with it, and a new CA restarts the web.
+func TestDatabaseTLS(t *testing.T) {
+	w := newWorld(t, 1, pinned)
+	w.deploy()
+	id := w.addPostgres()
+	tlsURI := w.m.AddSecret("postgresql", map[string]string{"tls": "True", "tls-ca": "-----BEGIN CERTIFICATE-----\nCA1\n-----END CERTIFICATE-----"}, "")
+	w.m.GrantSecret(tlsURI, id, "")
+	w.queue = append(w.queue, w.m.SetAppData(id, "postgresql", map[string]string{"secret-tls": tlsURI})...)
+	w.settle()
+	w.wantStatus(u0, "active: Web server ready (v7.14.3) http://127.0.2.10:8080")
+	ca := filepath.Join(w.paths(u0).ConfigDir, fileDBCA)
+	env := w.readFile(u0, fileWebEnv)
+	for _, want := range []string{`CONCOURSE_POSTGRES_SSLMODE="verify-ca"`, `CONCOURSE_POSTGRES_CA_CERT="` + ca + `"`} {
+		if !strings.Contains(env, want) {
+			t.Errorf("web.env lacks %s:\n%s", want, env)
+		}
+	}
+	if got := w.readFile(u0, fileDBCA); !strings.Contains(got, "CA1") {
+		t.Errorf("CA file = %q", got)
+	}
+	restarts := w.svcs[u0].count("restart")
+	w.queue = append(w.queue, w.m.UpdateSecret(tlsURI, map[string]string{"tls": "True", "tls-ca": "-----BEGIN CERTIFICATE-----\nCA2\n-----END CERTIFICATE-----"})...)
+	w.settle()
+	if got := w.readFile(u0, fileDBCA); !strings.Contains(got, "CA2") {
+		t.Errorf("CA file after rotation = %q", got)
+	}
+	if w.svcs[u0].count("restart") != restarts+1 {
+		t.Errorf("web not restarted once for a new CA: %v", w.svcs[u0].calls)
+	}
+}

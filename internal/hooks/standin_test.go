@@ -27,7 +27,7 @@ func TestRenderedEnvironmentsRunTheStandIn(t *testing.T) {
 		t.Skip("starts PostgreSQL and the stand-in Concourse")
 	}
 	t.Parallel()
-	pg := pgtest.Start(t, pgtest.Options{})
+	pg := pgtest.Start(t, pgtest.Options{TLS: true})
 	pg.CreateRole(t, "relation-7", "p4ss word#with$chars")
 	pg.CreateDatabase(t, "concourse", "relation-7")
 	dir := t.TempDir()
@@ -67,7 +67,11 @@ func TestRenderedEnvironmentsRunTheStandIn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db := concourse.DBConfig{Host: pg.Host(), Port: pg.Port(), User: "relation-7", Password: "p4ss word#with$chars", Database: "concourse"}
+	// The database serves TLS and the web verifies it with the CA the relation hands over.
+	caPath := filepath.Join(paths.ConfigDir, fileDBCA)
+	os.WriteFile(caPath, pg.CACertPEM(), 0o644)
+	db := concourse.DBConfig{Host: pg.Host(), Port: pg.Port(), User: "relation-7", Password: "p4ss word#with$chars", Database: "concourse",
+		SSLMode: "verify-ca", CACert: caPath}
 	_, webEnv, webUnit, err := renderWeb(cfg, paths, "127.0.0.1", bin, "admin-pw-123", db)
 	if err != nil {
 		t.Fatal(err)

@@ -22,6 +22,7 @@ const (
 	keyAuthorized      = "keys/authorized_worker_keys"
 	keyWorker          = "keys/worker_key"
 	keyTSAPublicForWkr = "keys/tsa_host_key.pub.workers" // every web's TSA public key, for the worker
+	fileDBCA           = "postgresql-ca.pem"             // the database's TLS CA, from the relation
 )
 
 func (u *unitRun) path(rel string) string { return filepath.Join(u.deps.Paths.ConfigDir, rel) }
@@ -151,17 +152,26 @@ func (u *unitRun) ensureWeb(ctx context.Context) (ready bool, err error) {
 	if len(keys) > 0 {
 		authorized = append(authorized, '\n')
 	}
+	files := []fileSpec{
+		{Path: u.path(keyAuthorized), Data: authorized, Mode: 0o640, UID: 0, GID: u.webGID},
+		{Path: u.path(fileWebEnv), Data: envFile, Mode: 0o640, UID: 0, GID: u.webGID},
+	}
+	var caPEM []byte
+	if db.CACert != "" {
+		// Written before the database check and the start: Concourse opens it when it parses
+		// its flags (concourse-contract §2.3).
+		caPEM = []byte(u.f.DB.TLSCA + "\n")
+		files = append(files, fileSpec{Path: db.CACert, Data: caPEM, Mode: 0o644, UID: 0, GID: 0})
+	}
 	spec := serviceSpec{
-		Name: webService,
-		Files: []fileSpec{
-			{Path: u.path(keyAuthorized), Data: authorized, Mode: 0o640, UID: 0, GID: u.webGID},
-			{Path: u.path(fileWebEnv), Data: envFile, Mode: 0o640, UID: 0, GID: u.webGID},
-		},
+		Name:     webService,
+		Files:    files,
 		UnitFile: fileSpec{Path: u.unitPath(webService), Data: unitFile, Mode: 0o644, UID: -1, GID: -1},
 		Inputs: map[string]string{
 			"environment":  hashOf(envFile),
 			"unit file":    hashOf(unitFile),
 			"TSA host key": hashOf([]byte(u.tsaPub)),
+			"database CA":  hashOf(caPEM),
 			"release":      u.installed + " " + u.binary,
 		},
 		Reload:  map[string]string{"authorized worker keys": hashOf(authorized)},
@@ -311,7 +321,15 @@ func (u *unitRun) dbConfig(ctx context.Context) (concourse.DBConfig, bool) {
 	if name == "" {
 		name = databaseName
 	}
-	return concourse.DBConfig{Host: host, Port: port, User: db.Username, Password: db.Password, Database: name}, true
+	c := concourse.DBConfig{Host: host, Port: port, User: db.Username, Password: db.Password, Database: name}
+	if db.TLS {
+		// With a CA the server is verified; without one the connection is at least encrypted.
+		c.SSLMode = "require"
+		if db.TLSCA != "" {
+			c.SSLMode, c.CACert = "verify-ca", u.path(fileDBCA)
+		}
+	}
+	return c, true
 }
 
 // stopWebForDatabase stops a web whose database went away and removes its settings (the

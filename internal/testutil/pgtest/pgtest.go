@@ -35,6 +35,9 @@ import (
 type Options struct {
 	// Addr is the IP address to listen on; "" means 127.0.0.1.
 	Addr string
+	// TLS turns on SSL with a server certificate for Addr signed by a throwaway CA
+	// (Cluster.CACertPEM), as the PostgreSQL charm does once related to a TLS provider.
+	TLS bool
 }
 
 // Cluster is a running throwaway PostgreSQL.
@@ -45,7 +48,11 @@ type Cluster struct {
 	dir       string // base dir: data/, sock/, log
 	superPass string
 	cred      *syscall.Credential // nil when running initdb/pg_ctl as ourselves
+	caPEM     []byte              // with Options.TLS
 }
+
+// CACertPEM is the CA that signed the server certificate (nil without Options.TLS).
+func (c *Cluster) CACertPEM() []byte { return c.caPEM }
 
 // SuperUser is the cluster's superuser role.
 const SuperUser = "postgres"
@@ -110,6 +117,9 @@ func Start(t testing.TB, opts Options) *Cluster {
 	fmt.Fprintf(hba, "host all all 0.0.0.0/0 scram-sha-256\nhost all all ::/0 scram-sha-256\n")
 	hba.Close()
 
+	if opts.TLS {
+		c.enableTLS(t)
+	}
 	// A free port can be taken between our probe and the server's bind;
 	// retry a few times with a new one.
 	var lastErr error
