@@ -10,9 +10,10 @@ import (
 	"time"
 )
 
-// rpcRequest and rpcResponse are the jujuc wire structs (juju-contract §3.1). gob matches fields
-// by name and ignores unknown ones, so one struct with every field talks to Juju 2.9 to 4.0.
-type rpcRequest struct {
+// JujucRequest and JujucResponse are the jujuc wire structs (juju-contract §3.1): what Juju's
+// jujuc client sends to the unit agent's "Jujuc.Main". gob matches fields by name and ignores
+// unknown ones, so one struct with every field talks to Juju 2.9 to 4.0.
+type JujucRequest struct {
 	ContextId   string //nolint:revive // the wire name
 	Dir         string
 	CommandName string
@@ -22,7 +23,8 @@ type rpcRequest struct {
 	Token       string
 }
 
-type rpcResponse struct {
+// JujucResponse is juju/utils' exec.ExecResponse.
+type JujucResponse struct {
 	Code   int
 	Stdout []byte
 	Stderr []byte
@@ -63,8 +65,8 @@ func (r *RPCRunner) Run(ctx context.Context, tool string, args []string, stdin [
 	if err != nil {
 		return r.fallback(ctx, tool, args, stdin, err)
 	}
-	req := rpcRequest{ContextId: r.ContextID, Dir: r.Dir, CommandName: tool, Args: args, StdinSet: true, Stdin: stdin}
-	var resp rpcResponse
+	req := JujucRequest{ContextId: r.ContextID, Dir: r.Dir, CommandName: tool, Args: args, StdinSet: true, Stdin: stdin}
+	var resp JujucResponse
 	call := c.Go("Jujuc.Main", req, &resp, make(chan *rpc.Call, 1))
 	select {
 	case <-ctx.Done():

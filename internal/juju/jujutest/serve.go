@@ -6,26 +6,16 @@ import (
 	"net"
 	"net/rpc"
 	"path/filepath"
+
+	"github.com/concourse-ci-machine/concourse-ci-machine/internal/juju"
 )
 
-// Request is the jujuc RPC request (contract §3.1). gob matches fields by name, so this struct
-// talks to Juju's own jujuc client and to tests/fakejuju alike.
-type Request struct {
-	ContextId   string // spelled as on the wire, not ContextID
-	Dir         string
-	CommandName string
-	Args        []string
-	StdinSet    bool
-	Stdin       []byte
-	Token       string
-}
-
-// Response is the jujuc RPC response (juju/utils exec.ExecResponse).
-type Response struct {
-	Code   int
-	Stdout []byte
-	Stderr []byte
-}
+// Request and Response are the jujuc wire structs, shared with the charm's own RPC client so
+// the fake and the client cannot drift apart.
+type (
+	Request  = juju.JujucRequest
+	Response = juju.JujucResponse
+)
 
 // Jujuc is the RPC receiver registered as "Jujuc". Its only method is Main.
 type Jujuc struct {
