@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/concourse-ci-machine/concourse-ci-machine/internal/hooks"
+	"github.com/concourse-ci-machine/concourse-ci-machine/internal/juju"
 	"github.com/concourse-ci-machine/concourse-ci-machine/internal/juju/jujutest"
 	"github.com/concourse-ci-machine/concourse-ci-machine/internal/storage"
 	"github.com/concourse-ci-machine/concourse-ci-machine/tests/release"
@@ -279,5 +282,41 @@ func TestStorageCommands(t *testing.T) {
 	}
 	if _, errs, code = cli("storage", "verify", "--root", root); code == 0 || !strings.Contains(errs, "resource_metadata.json") {
 		t.Errorf("storage verify on a damaged install: %d %q", code, errs)
+	}
+}
+
+// The charm's own downloads and API calls go through the model's proxy (JUJU_CHARM_*_PROXY,
+// which Juju does not apply itself), except for hosts in JUJU_CHARM_NO_PROXY.
+func TestDownloadsUseTheModelProxy(t *testing.T) {
+	t.Parallel()
+	var seen atomic.Int64
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen.Add(1)
+		if r.URL.Host != "releases.example.invalid" {
+			t.Errorf("proxy got a request for %q", r.URL.Host)
+		}
+		fmt.Fprint(w, "via proxy")
+	}))
+	defer proxy.Close()
+	direct := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "direct") }))
+	defer direct.Close()
+	env := map[string]string{"JUJU_CHARM_HTTP_PROXY": proxy.URL, "JUJU_CHARM_NO_PROXY": "mirror.example.invalid"}
+	deps := realDeps(juju.ParseEnv(func(k string) string { return env[k] }, "dispatch"), hooks.DefaultPaths(), io.Discard)
+	get := func(url string) string {
+		t.Helper()
+		resp, err := deps.HTTP.Get(url)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if got := get("http://releases.example.invalid/concourse.tgz"); got != "via proxy" || seen.Load() != 1 {
+		t.Errorf("download = %q (proxy saw %d requests); want it through the proxy", got, seen.Load())
+	}
+	// Loopback never goes through the proxy (the web's readiness probe, a local mirror).
+	if got := get(direct.URL); got != "direct" {
+		t.Errorf("loopback request = %q; want direct", got)
 	}
 }
