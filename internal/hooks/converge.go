@@ -463,8 +463,6 @@ func (u *unitRun) githubAPI() string {
 	return concourse.DefaultGitHubAPI
 }
 
-func unitTag(unit string) string { return strings.ReplaceAll(unit, "/", "-") }
-
 // needWebMessage is the blocked status of a worker application with no web to register with.
 func needWebMessage(app string) string {
 	return fmt.Sprintf("Relate to a Concourse web application: juju integrate %s:flight <web-app>:tsa", app)

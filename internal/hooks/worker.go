@@ -8,6 +8,7 @@ import (
 
 	"github.com/concourse-ci-machine/concourse-ci-machine/internal/concourse"
 	"github.com/concourse-ci-machine/concourse-ci-machine/internal/juju"
+	"github.com/concourse-ci-machine/concourse-ci-machine/internal/storage"
 )
 
 // ensureWorker converges the worker service. It (re)starts only when its inputs changed, and during
@@ -97,7 +98,7 @@ func (u *unitRun) ensureWorker(ctx context.Context) (ready bool, version string,
 func renderWorker(cfg Config, p Paths, unit, binary string, tsaHosts []string) ([]byte, []byte, error) {
 	path := func(rel string) string { return filepath.Join(p.ConfigDir, rel) }
 	env, err := concourse.WorkerEnv(concourse.WorkerConfig{
-		Name:                 unitTag(unit),
+		Name:                 storage.UnitTag(unit), // stable and unique: the unit, as the share names it
 		WorkDir:              p.WorkDir,
 		TSAHosts:             tsaHosts,
 		TSAPublicKeyPath:     path(keyTSAPublicForWkr),

@@ -90,7 +90,7 @@ func charmMeta(t *testing.T) jujutest.AppMeta {
 }
 
 func (w *world) paths(unit string) Paths {
-	base := filepath.Join(w.dir, unitTag(unit))
+	base := filepath.Join(w.dir, storage.UnitTag(unit))
 	p := Paths{
 		Root:       filepath.Join(base, "var/lib/concourse"),
 		ConfigDir:  filepath.Join(base, "etc/concourse"),
