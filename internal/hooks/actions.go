@@ -207,7 +207,7 @@ func (u *unitRun) restartServices(ctx context.Context) (map[string]string, error
 	}
 	if p.Force {
 		// Forget what the services were started with: the convergence below restarts them.
-		u.state.Web, u.state.Worker = forgetHash(u.state.Web), forgetHash(u.state.Worker)
+		u.state.Web, u.state.Worker = forgetInputs(u.state.Web), forgetInputs(u.state.Worker)
 		u.changed = true
 	}
 	if err := u.run(ctx); err != nil {
@@ -225,7 +225,7 @@ func (u *unitRun) restartServices(ctx context.Context) (map[string]string, error
 	return r, nil
 }
 
-func forgetHash(r *ServiceRecord) *ServiceRecord {
+func forgetInputs(r *ServiceRecord) *ServiceRecord {
 	if r == nil {
 		return nil
 	}

@@ -113,7 +113,7 @@ type Deps struct {
 	WebStartWait time.Duration
 	// ProbeVersion runs `<binary> --version` and returns the bare version.
 	ProbeVersion func(ctx context.Context, binary string) (string, error)
-	// LookupUser returns the uid/gid of the web service user, creating it when missing.
+	// EnsureUser returns the uid/gid of the web service user, creating it when missing.
 	EnsureUser func(name string) (uid, gid int, err error)
 	Random     io.Reader
 	Now        func() time.Time

@@ -586,6 +586,9 @@ func TestRestartServicesAndCheckStatus(t *testing.T) {
 	if got := w.svcs[u0].count("restart"); got != before+2 {
 		t.Errorf("forced restart restarted %d services; want 2 (%+v)", got-before, a)
 	}
+	if !strings.Contains(a.Results["actions"], "Restart concourse-worker.service with Concourse 7.14.3: restart requested") {
+		t.Errorf("forced restart actions = %q", a.Results["actions"])
+	}
 	a = run("check-status", map[string]any{"verbose": true})
 	for k, want := range map[string]string{"role": "all", "web-service": "active", "worker-service": "active", "web-version": "7.14.3", "installed-version": "7.14.3"} {
 		if a.Results[k] != want {

@@ -88,6 +88,8 @@ func restartReasons(spec serviceSpec, rec *ServiceRecord, active bool) []string 
 		return []string{"not started by the charm yet"}
 	case !active:
 		return []string{"not running"}
+	case len(rec.Inputs) == 0:
+		return []string{"restart requested (restart-services force=true)"}
 	}
 	var why []string
 	if rec.Version != spec.Version {
