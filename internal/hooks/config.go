@@ -29,6 +29,7 @@ type Config struct {
 	DNSProxyEnable             bool
 	DNSServers                 []string
 	ExtraWebFlags              []string
+	EnableMetrics              bool
 }
 
 // ConfigError names the option, the bad value and what is allowed; it becomes the blocked status.
@@ -148,6 +149,12 @@ func parseConfig(raw map[string]any) (Config, error) {
 			return c, &ConfigError{"containerd-dns-server", str("containerd-dns-server"), "expected comma-separated IP addresses such as 1.1.1.1,8.8.8.8, or empty"}
 		}
 		c.DNSServers = append(c.DNSServers, s)
+	}
+	if c.EnableMetrics, err = rawBool(raw["enable-metrics"]); err != nil {
+		return c, &ConfigError{"enable-metrics", rawString(raw["enable-metrics"]), "expected true or false"}
+	}
+	if c.EnableMetrics && c.WebPort == metricsPort {
+		return c, &ConfigError{"web-port", strconv.Itoa(c.WebPort), "9391 is the metrics port when enable-metrics is true; choose another"}
 	}
 	if f := str("extra-web-flags"); f != "" {
 		if c.ExtraWebFlags, err = concourse.SplitFlags(f); err != nil {

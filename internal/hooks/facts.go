@@ -21,6 +21,7 @@ const (
 	epTSA      = "tsa"
 	epFlight   = "flight"
 	epPostgres = "postgresql"
+	epMetrics  = "monitoring"
 
 	// peers app databag (leader writes)
 	keyTargetVersion    = "target-version"    // version every unit should install (pinned or resolved latest)
@@ -38,6 +39,7 @@ const (
 	keyRunning      = "running-version"   // worker: version its service runs
 
 	tsaPort      = 2222
+	metricsPort  = 9391 // Concourse's usual Prometheus port (the reference charm's)
 	databaseName = "concourse"
 	webService   = "concourse-server.service"
 	workerSvc    = "concourse-worker.service"
@@ -79,6 +81,7 @@ type Facts struct {
 	TSA       []RelationFacts
 	Flight    []RelationFacts
 	DB        *DBFacts
+	Metrics   []int // monitoring relation ids (we only write there)
 	State     LocalState
 }
 
@@ -127,6 +130,9 @@ func (h *handler) gather(ctx context.Context) (*Facts, error) {
 		return nil, err
 	}
 	if f.DB, err = h.dbFacts(ctx, f.Leader); err != nil {
+		return nil, err
+	}
+	if f.Metrics, err = h.liveIDs(ctx, epMetrics); err != nil {
 		return nil, err
 	}
 	f.State, err = loadState(h.deps.Paths.StateDir)

@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -388,7 +389,7 @@ func TestActions(t *testing.T) {
 
 func TestUnknownHookIgnored(t *testing.T) {
 	w := newWorld(t, 1, pinned)
-	w.mustHook(u0, "monitoring-relation-joined")
+	w.mustHook(u0, "vault-kv-relation-joined")
 	if s := w.m.UnitStatus(u0); s.Status != "" && s.Status != "unknown" {
 		t.Errorf("unknown hook set status %v", s)
 	}
@@ -799,5 +800,59 @@ func TestDatabaseTLS(t *testing.T) {
 	}
 	if w.svcs[u0].count("restart") != restarts+1 {
 		t.Errorf("web not restarted once for a new CA: %v", w.svcs[u0].calls)
+	}
+}
+
+// The monitoring relation (prometheus_scrape): a scrape job for the web nodes' metrics port while
+// enable-metrics is on, nothing advertised while it is off.
+func TestMetrics(t *testing.T) {
+	w := newWorld(t, 2, pinned)
+	w.deploy()
+	w.addPostgres()
+	w.m.AddApp("prometheus", jujutest.AppMeta{Requires: map[string]string{"metrics-endpoint": "prometheus_scrape"}}, nil)
+	prom := w.m.AddUnit("prometheus")
+	id := w.m.Relate(app, "monitoring", "prometheus", "metrics-endpoint")
+	for _, u := range []string{u0, u1} {
+		w.mustHookRel(u, "monitoring-relation-created", id, "")
+	}
+	w.queue = append(w.queue, w.m.JoinEvents(id, prom)...)
+	w.settle()
+	if got := w.m.AppData(id, app)["scrape_jobs"]; got != "[]" {
+		t.Errorf("scrape_jobs with metrics off = %q; want []", got)
+	}
+	w.m.SetConfig(app, map[string]any{"enable-metrics": true})
+	w.mustHook(u0, "config-changed")
+	w.mustHook(u1, "config-changed")
+	w.settle()
+	if got := w.m.AppData(id, app)["scrape_jobs"]; got != `[{"metrics_path":"/metrics","static_configs":[{"targets":["*:9391"]}]}]` {
+		t.Errorf("scrape_jobs = %s", got)
+	}
+	var meta map[string]string
+	if err := json.Unmarshal([]byte(w.m.AppData(id, app)["scrape_metadata"]), &meta); err != nil || meta["application"] != app || meta["charm_name"] != "concourse-ci-machine" || meta["model_uuid"] == "" {
+		t.Errorf("scrape_metadata = %v, %v", meta, err)
+	}
+	if d := w.m.UnitData(id, u0); d["prometheus_scrape_unit_address"] != "127.0.2.10" || d["prometheus_scrape_unit_name"] != u0 {
+		t.Errorf("web unit data = %v", d)
+	}
+	if d := w.m.UnitData(id, u1); d["prometheus_scrape_unit_address"] != "" {
+		t.Errorf("a worker advertises metrics: %v", d)
+	}
+	env := w.readFile(u0, fileWebEnv)
+	if !strings.Contains(env, `CONCOURSE_PROMETHEUS_BIND_PORT="9391"`) || !strings.Contains(env, `CONCOURSE_PROMETHEUS_BIND_IP="0.0.0.0"`) {
+		t.Errorf("web.env lacks the Prometheus listener:\n%s", env)
+	}
+	if got := strings.Join(w.m.OpenedPorts(u0), ","); got != "2222/tcp,8080/tcp,9391/tcp" {
+		t.Errorf("ports = %s", got)
+	}
+	w.m.SetConfig(app, map[string]any{"enable-metrics": false})
+	w.mustHook(u0, "config-changed")
+	if got := w.m.AppData(id, app)["scrape_jobs"]; got != "[]" {
+		t.Errorf("scrape_jobs after turning metrics off = %q", got)
+	}
+	if strings.Contains(w.readFile(u0, fileWebEnv), "PROMETHEUS") {
+		t.Error("the Prometheus listener stays configured after turning metrics off")
+	}
+	if got := strings.Join(w.m.OpenedPorts(u0), ","); got != "2222/tcp,8080/tcp" {
+		t.Errorf("ports after turning metrics off = %s", got)
 	}
 }

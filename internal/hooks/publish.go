@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"sort"
 
@@ -61,6 +62,9 @@ func (u *unitRun) publish(ctx context.Context) error {
 			return fmt.Errorf("publishing the worker key on relation %d: %w", r.ID, err)
 		}
 	}
+	if err := u.publishMetrics(ctx); err != nil {
+		return err
+	}
 	if v := u.runningVersion(); v != "" && u.f.Event.Name != "update-status" {
 		if err := u.juju.SetAppVersion(ctx, v); err != nil {
 			return err
@@ -79,12 +83,59 @@ func (u *unitRun) runningVersion() string {
 	return ""
 }
 
+// publishMetrics speaks the prometheus_scrape interface on the monitoring relation: the leader
+// publishes the scrape job ("*" stands for each unit's address), each web unit its address.
+// Nothing is advertised while enable-metrics is off (the reference advertised :9391 regardless:
+// weakness #15), and workers, which serve no metrics, publish no address.
+func (u *unitRun) publishMetrics(ctx context.Context) error {
+	serving := u.role.Web && u.cfg.EnableMetrics && u.state.Web != nil
+	for _, id := range u.f.Metrics {
+		unit := map[string]string{"prometheus_scrape_unit_address": "", "prometheus_scrape_unit_name": ""}
+		if serving {
+			unit["prometheus_scrape_unit_address"] = u.f.Address
+			unit["prometheus_scrape_unit_name"] = u.f.Env.UnitName
+		}
+		if err := u.juju.SetRelationData(ctx, id, unit); err != nil {
+			return fmt.Errorf("publishing the metrics endpoint on relation %d: %w", id, err)
+		}
+		if !u.f.Leader {
+			continue
+		}
+		jobs := []map[string]any{}
+		if u.cfg.EnableMetrics && u.cfg.Mode != "worker" {
+			jobs = append(jobs, map[string]any{
+				"metrics_path":   "/metrics",
+				"static_configs": []map[string]any{{"targets": []string{fmt.Sprintf("*:%d", metricsPort)}}},
+			})
+		}
+		jobsJSON, err := json.Marshal(jobs)
+		if err != nil {
+			return err
+		}
+		meta, err := json.Marshal(map[string]string{
+			"model": u.f.Env.ModelName, "model_uuid": u.f.Env.ModelUUID, "application": u.f.Env.AppName,
+			"unit": u.f.Env.UnitName, "charm_name": "concourse-ci-machine",
+		})
+		if err != nil {
+			return err
+		}
+		if err := u.juju.SetAppRelationData(ctx, id, map[string]string{"scrape_jobs": string(jobsJSON), "scrape_metadata": string(meta)}); err != nil {
+			return fmt.Errorf("publishing the scrape job on relation %d: %w", id, err)
+		}
+	}
+	return nil
+}
+
 // ensurePorts opens the web port and the TSA port on a web unit and closes everything else the
 // unit opened, including the old web-port after a change.
 func (u *unitRun) ensurePorts(ctx context.Context) error {
 	want := map[string]juju.Port{}
 	if u.role.Web {
-		for _, p := range []int{u.cfg.WebPort, tsaPort} {
+		ports := []int{u.cfg.WebPort, tsaPort}
+		if u.cfg.EnableMetrics {
+			ports = append(ports, metricsPort)
+		}
+		for _, p := range ports {
 			port := juju.Port{From: p, To: p, Protocol: "tcp"}
 			want[port.String()] = port
 		}

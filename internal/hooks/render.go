@@ -47,7 +47,11 @@ func Render(w io.Writer, in RenderInput) error {
 		}
 		section(w, filepath.Join(in.Paths.ConfigDir, fileWebEnv), "0640 root:concourse", env)
 		section(w, filepath.Join(in.Paths.SystemdDir, webService), "0644", unit)
-		fmt.Fprintf(w, "# ports opened: %d/tcp (web), %d/tcp (TSA)\n\n", cfg.WebPort, tsaPort)
+		if cfg.EnableMetrics {
+			fmt.Fprintf(w, "# ports opened: %d/tcp (web), %d/tcp (TSA), %d/tcp (metrics)\n\n", cfg.WebPort, tsaPort, metricsPort)
+		} else {
+			fmt.Fprintf(w, "# ports opened: %d/tcp (web), %d/tcp (TSA)\n\n", cfg.WebPort, tsaPort)
+		}
 	}
 	if role.Worker {
 		hosts := in.TSAHosts

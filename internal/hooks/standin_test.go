@@ -60,8 +60,8 @@ func TestRenderedEnvironmentsRunTheStandIn(t *testing.T) {
 	os.WriteFile(filepath.Join(paths.ConfigDir, keyAuthorized), []byte(workerPub+"\n"), 0o640)
 	os.WriteFile(filepath.Join(paths.ConfigDir, keyTSAPublicForWkr), []byte(tsaPub+"\n"), 0o644)
 
-	webPort, tsaPortFree := freePort(t), freePort(t)
-	cfg, err := parseConfig(map[string]any{"mode": "all", "web-port": fmt.Sprint(webPort), "log-level": "debug",
+	webPort, tsaPortFree, promPort := freePort(t), freePort(t), freePort(t)
+	cfg, err := parseConfig(map[string]any{"mode": "all", "web-port": fmt.Sprint(webPort), "log-level": "debug", "enable-metrics": true,
 		"container-placement-strategy": "volume-locality,fewest-build-containers", "tag": "big",
 		"extra-web-flags": `--cluster-name "stand in"`})
 	if err != nil {
@@ -79,7 +79,8 @@ func TestRenderedEnvironmentsRunTheStandIn(t *testing.T) {
 	// On a unit the web binds every address and the TSA port 2222; here the test must stay on
 	// loopback and on free ports, so only those two settings are overridden.
 	web := startStandIn(t, bin, "web", webEnv, webUnit, "CONCOURSE_BIND_IP=127.0.0.1", "CONCOURSE_TSA_BIND_IP=127.0.0.1",
-		fmt.Sprintf("CONCOURSE_TSA_BIND_PORT=%d", tsaPortFree))
+		fmt.Sprintf("CONCOURSE_TSA_BIND_PORT=%d", tsaPortFree),
+		"CONCOURSE_PROMETHEUS_BIND_IP=127.0.0.1", fmt.Sprintf("CONCOURSE_PROMETHEUS_BIND_PORT=%d", promPort))
 	base := fmt.Sprintf("http://127.0.0.1:%d", webPort)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -95,6 +96,11 @@ func TestRenderedEnvironmentsRunTheStandIn(t *testing.T) {
 	}
 	if info.Version != "7.14.3" || info.ClusterName != "stand in" {
 		t.Errorf("info = %+v", info)
+	}
+	if resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", promPort)); err != nil || resp.StatusCode != 200 {
+		t.Errorf("metrics listener: %v, %v", resp, err)
+	} else {
+		resp.Body.Close()
 	}
 	workerEnv, workerUnit, err := renderWorker(cfg, paths, "concourse-ci-machine/10", bin, []string{fmt.Sprintf("127.0.0.1:%d", tsaPortFree)})
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -441,6 +442,7 @@ func renderWeb(cfg Config, p Paths, address, binary, password string, db concour
 		Postgres:                   &db,
 		ContainerPlacementStrategy: cfg.ContainerPlacementStrategy,
 		PeerAddress:                address,
+		Extra:                      metricsEnv(cfg),
 	})
 	if err != nil {
 		return nil, nil, nil, err
@@ -455,4 +457,16 @@ func renderWeb(cfg Config, p Paths, address, binary, password string, db concour
 		ExtraArgs:   cfg.ExtraWebFlags,
 	})
 	return env, concourse.RenderEnv(env), unit, nil
+}
+
+// metricsEnv turns on Concourse's Prometheus listener; it serves every path, /metrics included
+// (concourse-contract §2.3). Both variables or neither.
+func metricsEnv(cfg Config) []concourse.EnvVar {
+	if !cfg.EnableMetrics {
+		return nil
+	}
+	return []concourse.EnvVar{
+		{Name: "CONCOURSE_PROMETHEUS_BIND_IP", Value: "0.0.0.0"},
+		{Name: "CONCOURSE_PROMETHEUS_BIND_PORT", Value: strconv.Itoa(metricsPort)},
+	}
 }
