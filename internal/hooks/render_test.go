@@ -27,7 +27,7 @@ func TestRenderGolden(t *testing.T) {
 			"mode": "web", "version": "8.2.5", "web-port": "443", "external-url": "https://ci.example.com/",
 			"initial-admin-username": "ops", "log-level": "debug",
 			"container-placement-strategy": "limit-active-tasks,volume-locality", "enable-metrics": "true",
-			"extra-web-flags":              `--cluster-name "CI #1" --enable-global-resources --default-task-memory-limit=2GB`,
+			"extra-web-flags": `--cluster-name "CI #1" --enable-global-resources --default-task-memory-limit=2GB`,
 		}, nil},
 		{"worker-every-option", false, map[string]any{
 			"mode": "worker", "version": "8.2.5", "log-level": "error", "tag": "gpu,big, gpu",
