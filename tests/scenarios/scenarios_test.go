@@ -139,17 +139,18 @@ func testSeedThenPostgres(t *testing.T, f *Fixture) {
 		)
 	})
 	// A port below 1024 works although the web runs unprivileged: its unit grants
-	// CAP_NET_BIND_SERVICE. The worker is not touched by a web-only option.
-	step(t, "web-port-80", func(t *testing.T) {
+	// CAP_NET_BIND_SERVICE. The worker is not touched by web-only options.
+	step(t, "web-port-80-and-metrics", func(t *testing.T) {
 		before, err := s.Snap(u1)
 		if err != nil {
 			t.Fatal(err)
 		}
-		s.C.Config(App, map[string]any{"web-port": 80})
+		s.C.Config(App, map[string]any{"web-port": 80, "enable-metrics": true})
 		ip := s.C.Model.Address(u0)
 		s.Settle(t,
 			s.HasStatus(u0, "active", fmt.Sprintf("Web server ready (v%s) http://%s:80", V1, ip)),
 			webAnswers(ip+":80", V1),
+			metricsAnswer(ip+":9391"),
 			runsAs(s, u0, WebService, "concourse"),
 			s.Unrestarted(before),
 		)
@@ -164,6 +165,21 @@ func webAnswers(addr, version string) Check {
 		info, err := concourse.Info(ctx, apiClient, "http://"+addr)
 		if err != nil || info.Version != version {
 			return fmt.Errorf("http://%s/api/v1/info version = %q, %v; want %q", addr, info.Version, err, version)
+		}
+		return nil
+	}
+}
+
+// metricsAnswer: the Prometheus listener at addr serves /metrics.
+func metricsAnswer(addr string) Check {
+	return func() error {
+		resp, err := apiClient.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return fmt.Errorf("GET http://%s/metrics: %v", addr, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("GET http://%s/metrics: %s; want 200", addr, resp.Status)
 		}
 		return nil
 	}
