@@ -48,9 +48,9 @@ var (
 	sharedStorages = []string{"none", "lxc"}
 	// Concourse accepts debug|info|error|fatal (concourse-contract §2.3); the reference charm offered
 	// "warn", which Concourse rejects, so it is accepted for compatibility and logged at info.
-	logLevels   = []string{"debug", "info", "warn", "error", "fatal"}
-	placements  = []string{"volume-locality", "random", "fewest-build-containers", "limit-active-tasks", "limit-active-containers", "limit-active-volumes"}
-	adminUserRe = "letters, digits, '-', '_' and '.'"
+	logLevels      = []string{"debug", "info", "warn", "error", "fatal"}
+	placements     = []string{"volume-locality", "random", "fewest-build-containers", "limit-active-tasks", "limit-active-containers", "limit-active-volumes"}
+	adminUserChars = "letters, digits, '-', '_' and '.'"
 )
 
 // parseConfig validates the raw config-get map. The first invalid option wins, in a fixed order so
@@ -113,7 +113,7 @@ func parseConfig(raw map[string]any) (Config, error) {
 		c.AdminUser = "admin"
 	}
 	if !isName(c.AdminUser) {
-		return c, &ConfigError{"initial-admin-username", c.AdminUser, "expected " + adminUserRe}
+		return c, &ConfigError{"initial-admin-username", c.AdminUser, "expected " + adminUserChars}
 	}
 	lvl := strings.ToLower(str("log-level"))
 	if lvl == "" {

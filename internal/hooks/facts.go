@@ -47,7 +47,7 @@ const (
 )
 
 // requestedSecrets is what data_interfaces' requirer sends (juju-contract §7.1).
-var requestedSecrets = `["username","password","tls","tls-ca","uris","read-only-uris","entity-name","entity-password"]`
+const requestedSecrets = `["username","password","tls","tls-ca","uris","read-only-uris","entity-name","entity-password"]`
 
 // RelationFacts is one relation as this unit sees it in the current hook.
 type RelationFacts struct {
