@@ -180,18 +180,22 @@ func (u *unitRun) ensureWeb(ctx context.Context) (ready bool, err error) {
 		Binary:  u.binary,
 	}
 	envList := envListOf(env)
-	plan, err := u.planService(ctx, spec, []step{
-		{Summary: "Check that the release matches the schema run-migrations left", Do: func(ctx context.Context) error { return u.checkMigrationHold(ctx, envList) }},
+	var preStart []step
+	if u.state.MigrationHold != 0 {
+		preStart = append(preStart, step{Summary: fmt.Sprintf("Check that Concourse %s supports schema %d, where run-migrations left the database", u.installed, u.state.MigrationHold),
+			Do: func(ctx context.Context) error { return u.checkMigrationHold(ctx, envList) }})
+	}
+	plan, err := u.planService(ctx, spec, append(preStart,
 		// Prove the credentials before touching a running web (reference weakness #29: the
 		// Python charm found out from a crash loop).
-		{Summary: fmt.Sprintf("Check PostgreSQL at %s:%d", db.Host, db.Port), Do: func(ctx context.Context) error {
+		step{Summary: fmt.Sprintf("Check PostgreSQL at %s:%d", db.Host, db.Port), Do: func(ctx context.Context) error {
 			if err := u.deps.CheckDB(ctx, db, 10*time.Second); err != nil {
 				return blocked("PostgreSQL check failed: %v", err)
 			}
 			return nil
 		}},
-		{Summary: "Migrate the database to Concourse " + u.installed, Do: func(ctx context.Context) error { return u.migrate(ctx, envList) }},
-	})
+		step{Summary: "Migrate the database to Concourse " + u.installed, Do: func(ctx context.Context) error { return u.migrate(ctx, envList) }},
+	))
 	if err != nil {
 		return false, err
 	}
