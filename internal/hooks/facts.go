@@ -129,8 +129,13 @@ func (h *handler) gather(ctx context.Context) (*Facts, error) {
 	if f.Flight, err = h.relationFacts(ctx, epFlight); err != nil {
 		return nil, err
 	}
-	if f.DB, err = h.dbFacts(ctx, f.Leader); err != nil {
-		return nil, err
+	// Only a web reads the database relation (the leader, which requests the database, is a web
+	// in every mode that has one): workers skip its relation reads and secret fetches, which
+	// would otherwise cost every hook on every worker four hook-tool calls.
+	if decideRole(strings.TrimSpace(rawString(f.RawConfig["mode"])), f.Leader).Web {
+		if f.DB, err = h.dbFacts(ctx, f.Leader); err != nil {
+			return nil, err
+		}
 	}
 	if f.Metrics, err = h.liveIDs(ctx, epMetrics); err != nil {
 		return nil, err

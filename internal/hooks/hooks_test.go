@@ -856,3 +856,18 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("ports after turning metrics off = %s", got)
 	}
 }
+
+// Workers never read the database credentials: only a web needs them.
+func TestWorkersDoNotReadDatabaseSecrets(t *testing.T) {
+	w := newWorld(t, 2, pinned)
+	w.deploy()
+	id := w.addPostgres()
+	uri := w.m.AppData(id, "postgresql")["secret-user"]
+	if _, _, ok := w.m.SecretConsumer(uri, u0); !ok {
+		t.Fatal("the web did not read the credentials (the check below would prove nothing)")
+	}
+	if _, _, ok := w.m.SecretConsumer(uri, u1); ok {
+		t.Error("a worker read the database credentials")
+	}
+	w.wantStatus(u1, "active: Worker ready (v7.14.3)")
+}
