@@ -190,7 +190,18 @@ func (s *Store) CheckShared() error {
 
 // CheckWritable creates, writes and removes a uniquely named probe file in
 // Root. *NotWritableError for EROFS, EACCES, EPERM, ENOSPC and EDQUOT.
+//
+// A missing Root is created first (0755): a fresh machine has no
+// /var/lib/concourse, and the install is what brings it. In lxc mode callers
+// run CheckShared first, which refuses a missing Root, so a share that is not
+// mounted yet is never replaced by a local directory.
 func (s *Store) CheckWritable() error {
+	if err := os.MkdirAll(s.opts.Root, 0o755); err != nil {
+		if isNotWritable(err) {
+			return &NotWritableError{Path: s.opts.Root, Err: err}
+		}
+		return fmt.Errorf("creating %s: %w", s.opts.Root, err)
+	}
 	f, err := os.CreateTemp(s.opts.Root, writeTestPrefix+UnitTag(s.opts.Unit)+"-*")
 	if err != nil {
 		if isNotWritable(err) {

@@ -78,7 +78,8 @@ type VirtualHandler func(h *jujutest.HookContext, info jujutest.HookInfo) error
 type Storage int
 
 const (
-	// StorageNone gives each unit a private host directory.
+	// StorageNone mounts nothing: /var/lib/concourse is whatever the charm makes on the
+	// machine's own root, as on a machine Juju gives.
 	StorageNone Storage = iota
 	// StorageShared binds one host directory read-write into every unit (shared-storage=lxc).
 	StorageShared
@@ -92,6 +93,9 @@ type DeployOptions struct {
 	Storage Storage
 	// SharedDir is the host directory shared between units; default a new directory.
 	SharedDir string
+	// Provision runs on each new machine after it boots and before the unit's first hook, as
+	// cloud-init runs a model's cloudinit-userdata (e.g. its ca-certs) on a machine Juju adds.
+	Provision func(ctx context.Context, m *Machine) error
 }
 
 // NewController starts a bed and a controller on it. Everything stops in t.Cleanup; when the test
@@ -621,11 +625,8 @@ func (c *Controller) addUnits(ctx context.Context, a *appInfo, n int, deploy boo
 		case StorageSharedROWorkers:
 			binds = append(binds, Bind{Source: a.shared, Target: "/var/lib/concourse", ReadOnly: a.nextIdx+i > 0})
 		default:
-			private := filepath.Join(c.Bed.Dir(), "storage-"+tag)
-			if err := os.MkdirAll(private, 0o755); err != nil {
-				return nil, err
-			}
-			binds = append(binds, Bind{Source: private, Target: "/var/lib/concourse"})
+			// shared-storage=none: the unit's own disk, as on a machine Juju gives; nothing is
+			// mounted or pre-created at /var/lib/concourse.
 		}
 		bootOpts = append(bootOpts, MachineOptions{Binds: binds})
 	}
@@ -637,6 +638,11 @@ func (c *Controller) addUnits(ctx context.Context, a *appInfo, n int, deploy boo
 		}
 		for i, m := range machines {
 			units[i].Machine = m
+			if a.opts.Provision != nil {
+				if err := a.opts.Provision(ctx, m); err != nil {
+					return nil, fmt.Errorf("provisioning %s: %w", m.Name, err)
+				}
+			}
 			if err := a.charm.install(m, units[i].CharmDir); err != nil {
 				return nil, err
 			}

@@ -20,7 +20,7 @@ import (
 // rootfsRecipe names the customisation applied after debootstrap. Bump it whenever
 // customizeRootfs or the package list changes: the cache directory name includes it, so every
 // host rebuilds once instead of booting a stale image.
-const rootfsRecipe = 1
+const rootfsRecipe = 2
 
 // DefaultCacheDir holds cached root filesystems, outside the repository so that `git clean` does
 // not cost a 45 s rebuild and parallel checkouts share one image.
@@ -196,7 +196,11 @@ func customizeRootfs(root string) error {
 		// The recipe marker is what rootfsComplete looks for, so it is written last.
 		{"etc/ccm-testbed-recipe", fmt.Sprintf("%d\n", rootfsRecipe)},
 	}
-	for _, d := range []string{"var/lib/juju/tools", "var/lib/juju/agents", "var/lib/concourse"} {
+	// Only what a Juju machine agent has made before the first hook: nothing the charm creates
+	// itself (no /var/lib/concourse, /etc/concourse, concourse user or unit files; see
+	// FreshMachinePaths). An image that pre-created the install root once hid a charm that
+	// could not install on a real machine.
+	for _, d := range []string{"var/lib/juju/tools", "var/lib/juju/agents"} {
 		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
 			return err
 		}

@@ -44,6 +44,7 @@ func TestScenarios(t *testing.T) {
 		{"8-remove-postgresql", testRemovePostgres},
 		{"9-web-and-worker-apps", testSeparateApps},
 		{"10-bad-inputs", testBadInputs},
+		{"11-fresh-machines-default-options", testFreshDefaults},
 	} {
 		t.Run(sc.name, func(t *testing.T) {
 			if !*serialFlag {
