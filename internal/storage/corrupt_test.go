@@ -117,7 +117,7 @@ func TestRejectsBadChecksums(t *testing.T) {
 			rs.mu.Lock()
 			rs.sum = strings.Repeat("ab", 20) + "  " + rs.asset + "\n"
 			rs.mu.Unlock()
-		}, nil, "sha1", "", 4},
+		}, nil, "sha1", "", 1}, // a mismatch is not transient: one download, no retries
 		{"missing-sidecar", func(rs *releaseServer) { rs.sidecarCode.Store(404) }, nil, "sha1", "missing", 0},
 		{"malformed-sidecar", func(rs *releaseServer) {
 			rs.mu.Lock()
@@ -126,7 +126,7 @@ func TestRejectsBadChecksums(t *testing.T) {
 		}, nil, "sha1", "malformed", 0},
 		{"wrong-sha256", nil, func(rs *releaseServer) Source {
 			return Source{URL: rs.URL(), SHA256: strings.Repeat("0", 64)}
-		}, "sha256", "", 4},
+		}, "sha256", "", 1},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -173,9 +173,13 @@ func TestTruncatedBodyRejected(t *testing.T) {
 	rs.mu.Unlock()
 	s, _ := newTestStore(t, root)
 	_, err := s.Install(context.Background(), "7.14.3", Source{URL: rs.URL()})
+	// The digest of what was served differs: downloading the same short file again cannot help.
 	var de *DownloadError
-	if !errors.As(err, &de) || de.Attempts != 4 {
-		t.Fatalf("err = %v; want a *DownloadError after 4 attempts", err)
+	if !errors.As(err, &de) || de.Attempts != 1 || !errors.As(err, new(*ChecksumError)) {
+		t.Fatalf("err = %v; want a *DownloadError after 1 attempt wrapping a *ChecksumError", err)
+	}
+	if got := rs.tarballGets.Load(); got != 1 {
+		t.Errorf("tarball requests = %d; want 1", got)
 	}
 	if !strings.Contains(err.Error(), "unexpected EOF") {
 		t.Errorf("error %q does not say the stream ended early", err)

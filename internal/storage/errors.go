@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"syscall"
+	"time"
 )
 
 // ChecksumError reports a tarball whose digest differs from the expected one, or
@@ -20,11 +21,11 @@ type ChecksumError struct {
 
 func (e *ChecksumError) Error() string {
 	if e.Reason != "" {
-		return fmt.Sprintf("cannot verify %s: %s checksum %s; publish a valid \"<hex>  <name>\" sidecar or set the sha256 explicitly",
-			e.URL, e.Algo, e.Reason)
+		return RedactText(fmt.Sprintf("cannot verify %s: %s checksum %s; publish a valid \"<hex>  <name>\" sidecar or set the sha256 explicitly",
+			e.URL, e.Algo, e.Reason))
 	}
-	return fmt.Sprintf("checksum mismatch for %s: %s want %s, got %s; the download is corrupt or the checksum is wrong (nothing was installed)",
-		e.URL, e.Algo, e.Want, e.Got)
+	return RedactText(fmt.Sprintf("checksum mismatch for %s: %s want %s, got %s; the download is corrupt or the checksum is wrong (nothing was installed)",
+		e.URL, e.Algo, e.Want, e.Got))
 }
 
 // ArchiveError reports a tarball that matches its published checksum and still cannot be
@@ -35,7 +36,7 @@ type ArchiveError struct {
 }
 
 func (e *ArchiveError) Error() string {
-	return fmt.Sprintf("%s matches its checksum but is not a valid release tarball (%v); use another mirror or attach a good tarball (nothing was installed)", e.URL, e.Err)
+	return RedactText(fmt.Sprintf("%s matches its checksum but is not a valid release tarball (%v); use another mirror or attach a good tarball (nothing was installed)", e.URL, e.Err))
 }
 
 func (e *ArchiveError) Unwrap() error { return e.Err }
@@ -115,10 +116,98 @@ type DownloadError struct {
 }
 
 func (e *DownloadError) Error() string {
-	return fmt.Sprintf("downloading %s failed after %d attempt(s): %v", e.URL, e.Attempts, e.Err)
+	return RedactText(fmt.Sprintf("downloading %s failed after %d attempt(s): %v", e.URL, e.Attempts, e.Err))
 }
 
 func (e *DownloadError) Unwrap() error { return e.Err }
+
+// StallError reports a body (tarball or checksum sidecar) that delivered less
+// than the minimum progress during one stall window: the mirror or a proxy
+// hangs, or trickles too slowly to finish in the time an install may take.
+type StallError struct {
+	URL    string
+	Window time.Duration
+	Got    int64 // bytes received in the last window
+	Min    int64 // bytes required per window; -1: the whole (small) body within the window
+}
+
+func (e *StallError) Error() string {
+	if e.Min < 0 {
+		return RedactText(fmt.Sprintf("download from %s stalled: not complete after %s (%d bytes received); the mirror or proxy hangs",
+			e.URL, e.Window, e.Got))
+	}
+	return RedactText(fmt.Sprintf("download from %s stalled: %d bytes in the last %s (at least %d needed); the mirror or proxy hangs or is too slow",
+		e.URL, e.Got, e.Window, e.Min))
+}
+
+// DiskFullError reports that the filesystem of the install root has no room
+// for the release: a local problem, not a broken release.
+type DiskFullError struct {
+	Path  string // where the write failed or would fail
+	Avail uint64 // bytes available to us, when known
+	Need  uint64 // bytes the next step needs, when known (0: unknown)
+	Err   error  // the ENOSPC/EDQUOT, or nil when statfs saw it coming
+}
+
+func (e *DiskFullError) Error() string {
+	need := ""
+	if e.Need > 0 {
+		need = fmt.Sprintf(", %s needed", human(e.Need))
+	}
+	cause := ""
+	if e.Err != nil {
+		cause = fmt.Sprintf(" (%v)", e.Err)
+	}
+	return fmt.Sprintf("the disk holding %s is full: %s available%s%s; free space there (old releases are removed by GC) and the install runs again at the next hook (nothing was installed)",
+		e.Path, human(e.Avail), need, cause)
+}
+
+func (e *DiskFullError) Unwrap() error { return e.Err }
+
+// TooLargeError reports a tarball that expands to more than the bound
+// (Options.MaxExpandedBytes): whatever it is, it is not a Concourse release,
+// and it must not fill the share.
+type TooLargeError struct {
+	URL   string
+	Limit int64
+	Entry string // the entry that crossed the bound
+}
+
+func (e *TooLargeError) Error() string {
+	return RedactText(fmt.Sprintf("%s expands to more than %s (crossed at %q); a Concourse release is about 1 GiB, so this is not one: use an official release tarball (nothing was installed)",
+		e.URL, human(uint64(e.Limit)), e.Entry))
+}
+
+// ProbeError reports a staged release whose binary does not work: missing,
+// not executable, or reporting another version. It never becomes current.
+type ProbeError struct {
+	URL     string
+	Version string
+	Err     error
+}
+
+func (e *ProbeError) Error() string {
+	return RedactText(fmt.Sprintf("the release from %s has no working Concourse %s binary: %v; use an official release tarball (nothing was installed, the current release stays)",
+		e.URL, e.Version, e.Err))
+}
+
+func (e *ProbeError) Unwrap() error { return e.Err }
+
+// RefusedError reports a release refused by an earlier install (probe failed,
+// too large, broken or unsafe tarball) from the same source: it is not
+// downloaded again until the version or the source changes.
+type RefusedError struct {
+	Version string
+	Source  string // redacted
+	Reason  string // the original refusal, redacted
+	Since   time.Time
+	Record  string // the refusal record; removing it retries the same source
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("Concourse %s from %s was refused at %s and is not downloaded again: %s (change the version or the source, or remove %s to retry it)",
+		e.Version, e.Source, e.Since.UTC().Format(time.RFC3339), e.Reason, e.Record)
+}
 
 // isNotWritable reports whether err means "this unit cannot write here", as
 // opposed to a real failure.

@@ -31,19 +31,30 @@ func (e *localError) Unwrap() error { return e.err }
 type extractor struct {
 	root    string
 	strip   string // tarball root without trailing slash; "" for none
+	src     string // the tarball, for messages (redacted)
+	limit   int64  // bound on the sum of regular file sizes (Options.MaxExpandedBytes)
+	total   int64  // sum so far
+	reserve uint64 // free space left untouched for everything else on the disk
 	files   map[string]ManifestFile
 	links   map[string]ManifestLink
 	written []string // absolute paths of regular files, for the final fsync
 	buf     []byte
 }
 
-func newExtractor(root, strip string) *extractor {
+// diskReserve is the free space an install leaves to everything else on the
+// disk: filling the share to its last byte breaks the services running from it.
+const diskReserve = 16 << 20
+
+func newExtractor(root, strip, src string, limit int64) *extractor {
 	return &extractor{
-		root:  root,
-		strip: strings.Trim(strip, "/"),
-		files: map[string]ManifestFile{},
-		links: map[string]ManifestLink{},
-		buf:   make([]byte, 1<<20),
+		root:    root,
+		strip:   strings.Trim(strip, "/"),
+		src:     src,
+		limit:   limit,
+		reserve: diskReserve,
+		files:   map[string]ManifestFile{},
+		links:   map[string]ManifestLink{},
+		buf:     make([]byte, 1<<20),
 	}
 }
 
@@ -165,8 +176,10 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 		return err
 	}
 	dest := filepath.Join(x.root, filepath.FromSlash(rel))
-	// setuid/setgid/sticky are dropped: nothing in a release needs them.
-	perm := fs.FileMode(hdr.Mode).Perm()
+	// setuid/setgid/sticky are dropped: nothing in a release needs them; so
+	// is group/other write: a 0777 file on the share would let any local
+	// user of any unit replace the binary every unit runs.
+	perm := fs.FileMode(hdr.Mode).Perm() &^ 0o022
 
 	switch hdr.Typeflag {
 	case tar.TypeDir:
@@ -222,7 +235,15 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 		return nil
 	}
 
-	// Regular file.
+	// Regular file. Bounded before a byte is written: the header's size is
+	// what the tar reader delivers (and enforces) for this entry.
+	if hdr.Size > x.limit-x.total {
+		return &TooLargeError{URL: x.src, Limit: x.limit, Entry: hdr.Name}
+	}
+	x.total += hdr.Size
+	if err := checkFree(x.root, uint64(hdr.Size)+x.reserve); err != nil {
+		return err
+	}
 	if err := x.prepare(hdr.Name, rel, dest); err != nil {
 		return err
 	}
@@ -253,6 +274,44 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 	x.written = append(x.written, dest)
 	x.files[rel] = ManifestFile{Path: rel, Size: n, SHA256: hex.EncodeToString(h.Sum(nil)), Mode: modeString(perm)}
 	return nil
+}
+
+// checkFree fails with *DiskFullError when the filesystem holding dir has
+// less than need bytes available to us. A failing statfs is not an error:
+// the writes themselves then report ENOSPC (see diskFull).
+func checkFree(dir string, need uint64) error {
+	var sfs unix.Statfs_t
+	if err := unix.Statfs(dir, &sfs); err != nil {
+		return nil
+	}
+	avail := sfs.Bavail * uint64(sfs.Bsize)
+	if avail < need {
+		return &DiskFullError{Path: dir, Avail: avail, Need: need}
+	}
+	return nil
+}
+
+// diskFull turns an ENOSPC/EDQUOT anywhere in err into a *DiskFullError
+// naming dir, so a full disk is never reported as a broken release or retried.
+func diskFull(dir string, err error) error {
+	var df *DiskFullError
+	if errors.As(err, &df) {
+		return df
+	}
+	if !errors.Is(err, unix.ENOSPC) && !errors.Is(err, unix.EDQUOT) {
+		return nil
+	}
+	path := dir
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		path = pe.Path
+	}
+	var avail uint64
+	var sfs unix.Statfs_t
+	if unix.Statfs(dir, &sfs) == nil {
+		avail = sfs.Bavail * uint64(sfs.Bsize)
+	}
+	return &DiskFullError{Path: path, Avail: avail, Err: err}
 }
 
 // manifest returns the entries sorted by path.

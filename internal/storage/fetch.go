@@ -21,6 +21,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -35,7 +36,17 @@ type HTTPStatusError struct {
 	Code   int
 }
 
-func (e *HTTPStatusError) Error() string { return fmt.Sprintf("GET %s: %s", e.URL, e.Status) }
+func (e *HTTPStatusError) Error() string {
+	return RedactText(fmt.Sprintf("GET %s: %s", e.URL, e.Status))
+}
+
+// resumeError: the resume loop gave up after its own bounded, backed-off
+// retries. Starting the whole download again would repeat them with the
+// install lock still held, so it ends the install.
+type resumeError struct{ err error }
+
+func (e *resumeError) Error() string { return e.err.Error() }
+func (e *resumeError) Unwrap() error { return e.err }
 
 // retryable says whether another attempt could succeed.
 func retryable(err error) bool {
@@ -44,10 +55,14 @@ func retryable(err error) bool {
 	var h *HTTPStatusError
 	var l *localError
 	switch {
-	case errors.As(err, &u), errors.As(err, &l), errors.As(err, new(*ArchiveError)):
+	case errors.As(err, &u), errors.As(err, &l), errors.As(err, new(*ArchiveError)), errors.As(err, new(*resumeError)),
+		errors.As(err, new(*TooLargeError)), errors.As(err, new(*DiskFullError)), errors.As(err, new(*ProbeError)):
 		return false
 	case errors.As(err, &c):
-		return c.Reason == "" // a mismatch may be corruption in transit; a missing sidecar stays missing
+		// Not even a mismatch: TLS and TCP checksums make corruption in transit
+		// rare, while a wrong sidecar or a bad mirror file stays wrong, and each
+		// retry is a whole release downloaded again with the lock held.
+		return false
 	case errors.As(err, &h):
 		return h.Code >= 500 || h.Code == http.StatusRequestTimeout || h.Code == http.StatusTooManyRequests
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
@@ -86,13 +101,27 @@ type expected struct {
 
 // fetchSidecar reads and parses a .sha1 sidecar.
 func (s *Store) fetchSidecar(ctx context.Context, sidecarURL, assetName string) (string, error) {
+	// A sidecar is a line of text: headers and body must arrive within one
+	// stall window, or a hung mirror holds the hook (and the lock) until Retry.Total.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var got atomic.Int64
+	var stalled atomic.Bool
+	timer := time.AfterFunc(s.opts.StallTimeout, func() { stalled.Store(true); cancel() })
+	defer timer.Stop()
+	stallErr := func(err error) error {
+		if stalled.Load() {
+			return &StallError{URL: sidecarURL, Window: s.opts.StallTimeout, Got: got.Load(), Min: -1}
+		}
+		return err
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, sidecarURL, nil)
 	if err != nil {
 		return "", &ChecksumError{URL: sidecarURL, Algo: "sha1", Reason: "sidecar URL invalid: " + err.Error()}
 	}
 	resp, err := s.opts.HTTPClient.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("fetching checksum %s: %w", sidecarURL, err)
+		return "", fmt.Errorf("fetching checksum %s: %w", sidecarURL, stallErr(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone {
@@ -101,9 +130,9 @@ func (s *Store) fetchSidecar(ctx context.Context, sidecarURL, assetName string) 
 	if resp.StatusCode != http.StatusOK {
 		return "", &HTTPStatusError{URL: sidecarURL, Status: resp.Status, Code: resp.StatusCode}
 	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 4096))
+	b, err := io.ReadAll(io.LimitReader(countingReader{resp.Body, &got}, 4096))
 	if err != nil {
-		return "", fmt.Errorf("reading checksum %s: %w", sidecarURL, err)
+		return "", fmt.Errorf("reading checksum %s: %w", sidecarURL, stallErr(err))
 	}
 	line, _, _ := strings.Cut(string(b), "\n")
 	m := sidecarRE.FindStringSubmatch(line)
@@ -114,6 +143,18 @@ func (s *Store) fetchSidecar(ctx context.Context, sidecarURL, assetName string) 
 		s.logf("checksum sidecar %s names %q, the tarball is %q; checking the digest anyway", sidecarURL, m[2], assetName)
 	}
 	return strings.ToLower(m[1]), nil
+}
+
+// countingReader counts the bytes read through it into n.
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 func truncate(s string, n int) string {
@@ -132,7 +173,10 @@ type staged struct {
 
 // stage downloads (or reads) the tarball once and extracts it into a fresh
 // directory under .staging, with retries for URL sources.
-func (s *Store) stage(ctx context.Context, version string, src Source) (*staged, error) {
+// stage downloads and extracts src into a new staging directory. used, when not nil, receives
+// the checksum the body was checked against (the sidecar's, once fetched), also on failure: a
+// refusal is recorded against it, so a mirror that republishes a fixed tarball is tried again.
+func (s *Store) stage(ctx context.Context, version string, src Source, used *expected) (*staged, error) {
 	if err := os.MkdirAll(s.path(StagingDir), 0o755); err != nil {
 		return nil, &localError{fmt.Errorf("creating %s: %w", s.path(StagingDir), err)}
 	}
@@ -151,6 +195,9 @@ func (s *Store) stage(ctx context.Context, version string, src Source) (*staged,
 	var want expected
 	if src.SHA256 != "" {
 		want = expected{"sha256", strings.ToLower(src.SHA256)}
+	}
+	if used != nil {
+		defer func() { *used = want }()
 	}
 	sidecar := src.SHA1URL
 	if sidecar == "" {
@@ -173,6 +220,9 @@ func (s *Store) stage(ctx context.Context, version string, src Source) (*staged,
 		}()
 		if err == nil {
 			return st, nil
+		}
+		if df := diskFull(s.path(StagingDir), err); df != nil {
+			return nil, df // our disk, not the download: no retry, and say so
 		}
 		if !retryable(err) || attempt >= s.opts.Retry.Attempts || ctx.Err() != nil {
 			return nil, &DownloadError{URL: src.URL, Attempts: attempt, Err: err}
@@ -306,6 +356,12 @@ const chunkSize = 1 << 20
 // cancel must cancel ctx and abort reads of raw.
 func (s *Store) extractStream(ctx context.Context, cancel context.CancelFunc, raw io.Reader, total int64, dir, version string, src Source, want expected) (*staged, error) {
 	start := s.opts.Now()
+	// Before a byte is written: the tarball itself must fit, and it expands to more.
+	if total > 0 {
+		if err := checkFree(dir, uint64(total)+diskReserve); err != nil {
+			return nil, err
+		}
+	}
 
 	pool := &sync.Pool{New: func() any { b := make([]byte, chunkSize); return &b }}
 	ch := make(chan chunk, 8)
@@ -324,7 +380,7 @@ func (s *Store) extractStream(ctx context.Context, cancel context.CancelFunc, ra
 	cr := &chanReader{ch: ch, pool: pool, errFn: func() error { return prodErr }}
 	br := bufio.NewReaderSize(cr, 256<<10)
 
-	x := newExtractor(dir, s.opts.StripPrefix)
+	x := newExtractor(dir, s.opts.StripPrefix, src.String(), s.opts.MaxExpandedBytes)
 	err := func() error {
 		gz, err := gzip.NewReader(br)
 		if err != nil {
@@ -343,7 +399,20 @@ func (s *Store) extractStream(ctx context.Context, cancel context.CancelFunc, ra
 		return nil
 	}()
 	if err != nil {
+		if df := diskFull(dir, err); df != nil {
+			err = df
+		}
 		var unsafe *UnsafePathError
+		// Only a failure of the tarball's content can be "broken as published": our own disk
+		// (full, read-only, EIO) or the size bound say nothing about the checksum.
+		local := errors.As(err, new(*localError)) || errors.As(err, new(*DiskFullError)) || errors.As(err, new(*TooLargeError))
+		if local {
+			cancel()
+			for range ch {
+			}
+			wg.Wait()
+			return nil, err
+		}
 		if want.algo != "" && !errors.As(err, &unsafe) && !errors.Is(err, context.Canceled) {
 			// Finish reading the stream through the hashers to tell bytes damaged in transit
 			// (the checksum differs: another attempt may work) from a release that is broken as
@@ -386,11 +455,17 @@ func (s *Store) extractStream(ctx context.Context, cancel context.CancelFunc, ra
 	}
 	streamed := s.opts.Now().Sub(start)
 	if err := x.syncAll(); err != nil {
+		if df := diskFull(dir, err); df != nil {
+			return nil, df
+		}
 		return nil, err
 	}
 	files, links := x.manifest()
 	m := &Manifest{Version: version, Source: src.String(), SHA1: sum1, SHA256: sum256, Files: files, Symlinks: links}
 	if err := writeManifest(dir, m); err != nil {
+		if df := diskFull(dir, err); df != nil {
+			return nil, df
+		}
 		return nil, err
 	}
 	took := s.opts.Now().Sub(start)
@@ -475,6 +550,69 @@ func writeManifest(dir string, m *Manifest) error {
 	return syncDir(dir)
 }
 
+// watchdog cancels a request whose body delivers fewer than min bytes in a
+// window; the wait for response headers counts as part of the first window.
+// Resetting a timer on every read would let a trickle of a few bytes per
+// window hold a request (and the install lock) for ever.
+type watchdog struct {
+	url    string
+	window time.Duration
+	min    int64
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	got     int64 // bytes in the current window
+	stalled *StallError
+	stopped bool
+	timer   *time.Timer
+}
+
+func startWatchdog(url string, window time.Duration, min int64, cancel context.CancelFunc) *watchdog {
+	w := &watchdog{url: url, window: window, min: min, cancel: cancel}
+	w.mu.Lock()
+	w.timer = time.AfterFunc(window, w.tick)
+	w.mu.Unlock()
+	return w
+}
+
+func (w *watchdog) tick() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped {
+		return
+	}
+	if w.got < w.min {
+		w.stalled = &StallError{URL: w.url, Window: w.window, Got: w.got, Min: w.min}
+		w.cancel()
+		return
+	}
+	w.got = 0
+	w.timer.Reset(w.window)
+}
+
+func (w *watchdog) add(n int) {
+	w.mu.Lock()
+	w.got += int64(n)
+	w.mu.Unlock()
+}
+
+// err is the stall, or nil when the watchdog did not fire.
+func (w *watchdog) err() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stalled == nil {
+		return nil
+	}
+	return w.stalled
+}
+
+func (w *watchdog) stop() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.stopped = true
+	w.timer.Stop()
+}
+
 // resumableBody is the tarball body as one io.Reader: when the connection
 // breaks or stalls it re-requests "Range: bytes=N-" and carries on, so the
 // single-pass stream continues where it stopped.
@@ -489,17 +627,28 @@ type resumableBody struct {
 	off       int64
 	body      io.ReadCloser
 	cancel    context.CancelFunc
-	stall     *time.Timer
+	wd        *watchdog
 	lastErr   error
 	resumes   int
+	// respBytes counts what the current response delivered; failures counts
+	// consecutive responses (or requests) that delivered less than
+	// MinProgress. A 206 alone is no success: a mirror that accepts every
+	// Range request and breaks it at once must be backed off and given up on.
+	respBytes int64
+	failures  int
 }
+
+// maxResumes bounds the resumed requests of one attempt, however much each
+// delivers: a connection that breaks every few hundred KiB is a broken path,
+// not something to hammer for the whole Retry.Total.
+func (b *resumableBody) maxResumes() int { return 10 * b.s.opts.Retry.Attempts }
 
 func (b *resumableBody) request(rangeFrom int64) (*http.Response, error) {
 	rctx, cancel := context.WithCancel(b.ctx)
 	req, err := http.NewRequestWithContext(rctx, http.MethodGet, b.url, nil)
 	if err != nil {
 		cancel()
-		return nil, fmt.Errorf("building request for %s: %w", b.url, err)
+		return nil, fmt.Errorf("building request for %s: %w", RedactURL(b.url), err)
 	}
 	if rangeFrom > 0 {
 		req.Header.Set("Range", fmt.Sprintf("bytes=%d-", rangeFrom))
@@ -507,22 +656,25 @@ func (b *resumableBody) request(rangeFrom int64) (*http.Response, error) {
 			req.Header.Set("If-Range", b.validator)
 		}
 	}
-	// The stall timer covers the wait for headers too.
-	stall := time.AfterFunc(b.s.opts.StallTimeout, cancel)
+	wd := startWatchdog(b.url, b.s.opts.StallTimeout, b.s.opts.MinProgress, cancel)
 	resp, err := b.s.opts.HTTPClient.Do(req)
 	if err != nil {
-		stall.Stop()
+		wd.stop()
 		cancel()
+		if serr := wd.err(); serr != nil {
+			return nil, serr
+		}
 		return nil, err
 	}
-	b.cancel, b.stall = cancel, stall
+	b.cancel, b.wd = cancel, wd
+	b.respBytes = 0
 	return resp, nil
 }
 
 func (b *resumableBody) start() error {
 	resp, err := b.request(0)
 	if err != nil {
-		return fmt.Errorf("fetching %s: %w", b.url, err)
+		return fmt.Errorf("fetching %s: %w", RedactURL(b.url), err)
 	}
 	if resp.StatusCode != http.StatusOK {
 		resp.Body.Close()
@@ -539,13 +691,13 @@ func (b *resumableBody) start() error {
 }
 
 func (b *resumableBody) release() {
-	if b.stall != nil {
-		b.stall.Stop()
+	if b.wd != nil {
+		b.wd.stop()
 	}
 	if b.cancel != nil {
 		b.cancel()
 	}
-	b.stall, b.cancel = nil, nil
+	b.wd, b.cancel = nil, nil
 }
 
 func (b *resumableBody) Close() error {
@@ -557,25 +709,29 @@ func (b *resumableBody) Close() error {
 	return nil
 }
 
-// resume re-requests the rest of the body, with backoff between failures.
+// resume re-requests the rest of the body, with backoff after failures.
 func (b *resumableBody) resume() error {
 	s := b.s
-	for failures := 0; ; failures++ {
-		if failures >= s.opts.Retry.Attempts {
-			return fmt.Errorf("resuming %s at byte %d failed %d times: %w", b.url, b.off, failures, b.lastErr)
+	for {
+		if b.failures >= s.opts.Retry.Attempts {
+			return &resumeError{fmt.Errorf("resuming %s at byte %d failed %d times in a row: %w", RedactURL(b.url), b.off, b.failures, b.lastErr)}
 		}
-		if failures > 0 {
-			if err := sleepCtx(b.ctx, s.backoff(failures)); err != nil {
+		if b.resumes >= b.maxResumes() {
+			return &resumeError{fmt.Errorf("resuming %s: gave up after %d resumed requests, the connection keeps breaking: %w", RedactURL(b.url), b.resumes, b.lastErr)}
+		}
+		if b.failures > 0 {
+			if err := sleepCtx(b.ctx, s.backoff(b.failures)); err != nil {
 				return err
 			}
 		}
-		s.logf("connection to %s broke at byte %d (%v); resuming with a Range request", b.url, b.off, b.lastErr)
+		s.logf("connection to %s broke at byte %d (%v); resuming with a Range request (%d in a row without progress)", b.url, b.off, b.lastErr, b.failures)
 		resp, err := b.request(b.off)
 		if err != nil {
 			if b.ctx.Err() != nil {
 				return b.ctx.Err()
 			}
 			b.lastErr = err
+			b.failures++
 			continue
 		}
 		switch resp.StatusCode {
@@ -584,7 +740,7 @@ func (b *resumableBody) resume() error {
 			if !ok || start != b.off || (b.total >= 0 && total >= 0 && total != b.total) {
 				resp.Body.Close()
 				b.release()
-				return fmt.Errorf("resuming %s: Content-Range %q does not continue at byte %d of %d", b.url, resp.Header.Get("Content-Range"), b.off, b.total)
+				return fmt.Errorf("resuming %s: Content-Range %q does not continue at byte %d of %d", RedactURL(b.url), resp.Header.Get("Content-Range"), b.off, b.total)
 			}
 			b.body = resp.Body
 			b.resumes++
@@ -592,7 +748,7 @@ func (b *resumableBody) resume() error {
 		case http.StatusOK:
 			resp.Body.Close()
 			b.release()
-			return fmt.Errorf("resuming %s at byte %d: %w", b.url, b.off, errRangeIgnored)
+			return fmt.Errorf("resuming %s at byte %d: %w", RedactURL(b.url), b.off, errRangeIgnored)
 		default:
 			resp.Body.Close()
 			b.release()
@@ -601,6 +757,7 @@ func (b *resumableBody) resume() error {
 				return herr
 			}
 			b.lastErr = herr
+			b.failures++
 		}
 	}
 }
@@ -615,7 +772,8 @@ func (b *resumableBody) Read(p []byte) (int, error) {
 		n, err := b.body.Read(p)
 		if n > 0 {
 			b.off += int64(n)
-			b.stall.Reset(b.s.opts.StallTimeout)
+			b.respBytes += int64(n)
+			b.wd.add(n)
 		}
 		if err == nil {
 			return n, nil
@@ -624,9 +782,12 @@ func (b *resumableBody) Read(p []byte) (int, error) {
 			return n, io.EOF
 		}
 		if b.total >= 0 && b.off > b.total {
-			return n, fmt.Errorf("%s sent more than its Content-Length %d", b.url, b.total)
+			return n, fmt.Errorf("%s sent more than its Content-Length %d", RedactURL(b.url), b.total)
 		}
 		// Broken or stalled: drop this response and resume on the next call.
+		if serr := b.wd.err(); serr != nil {
+			err = serr
+		}
 		b.body.Close()
 		b.body = nil
 		b.release()
@@ -637,6 +798,11 @@ func (b *resumableBody) Read(p []byte) (int, error) {
 			err = io.ErrUnexpectedEOF
 		}
 		b.lastErr = err
+		if b.respBytes < b.s.opts.MinProgress {
+			b.failures++
+		} else {
+			b.failures = 0
+		}
 		if n > 0 {
 			return n, nil
 		}

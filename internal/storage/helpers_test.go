@@ -24,6 +24,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The test binary plays its own helper processes (os/exec's exec_test.go
@@ -35,6 +37,7 @@ const helperEnv = "STORAGE_TEST_HELPER"
 var helperCommands = map[string]func(args []string) int{
 	"install": helperInstall,
 	"wait":    helperWait,
+	"lockx":   helperLockExclusive,
 }
 
 // helperUsed records which helpers a test started; after a full run, an
@@ -131,6 +134,35 @@ func helperWait(args []string) int {
 		return 1
 	}
 	fmt.Printf("installed=%v at=%d\n", installed, at)
+	return 0
+}
+
+// helperLockExclusive: lockx <root> <maxWait>. Takes the install lock as an
+// installer does (lockExclusive), waiting at most maxWait, and prints
+// "took=<bool> cpu_us=<user+system CPU of this process>".
+func helperLockExclusive(args []string) int {
+	if len(args) != 2 {
+		fmt.Fprintln(os.Stderr, "usage: lockx root maxwait")
+		return 2
+	}
+	maxWait, err := time.ParseDuration(args[1])
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	s := New(Options{Root: args[0], Unit: "concourse-ci-machine/0", Logger: stderrLogger{}})
+	var before unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &before)
+	ctx, cancel := context.WithTimeout(context.Background(), maxWait)
+	defer cancel()
+	fl, _, _, err := s.lockExclusive(ctx, "test", nil)
+	var after unix.Rusage
+	unix.Getrusage(unix.RUSAGE_SELF, &after)
+	cpu := (after.Utime.Nano() + after.Stime.Nano() - before.Utime.Nano() - before.Stime.Nano()) / 1000
+	if err == nil {
+		fl.Unlock()
+	}
+	fmt.Printf("took=%v cpu_us=%d\n", err == nil, cpu)
 	return 0
 }
 
@@ -255,6 +287,9 @@ type releaseServer struct {
 	ignoreRange atomic.Bool
 	trickle     atomic.Int64 // delay in microseconds between 4 KiB chunks
 	sidecarCode atomic.Int64 // non-zero: status for the sidecar
+	sidecarHang atomic.Bool  // send the sidecar's headers, then nothing until the client gives up
+	cutEvery    atomic.Int64 // cut every full body after this many bytes (0 = never)
+	breakRanges atomic.Bool  // answer every Range request 206 and close the connection before any byte
 }
 
 func newReleaseServer(t testing.TB, version string, tarball []byte) *releaseServer {
@@ -285,6 +320,13 @@ func (rs *releaseServer) serve(w http.ResponseWriter, r *http.Request) {
 		rs.sidecarGets.Add(1)
 		if c := rs.sidecarCode.Load(); c != 0 {
 			http.Error(w, "injected", int(c))
+			return
+		}
+		if rs.sidecarHang.Load() {
+			w.Header().Set("Content-Length", strconv.Itoa(len(sum)))
+			w.WriteHeader(http.StatusOK)
+			w.(http.Flusher).Flush()
+			<-r.Context().Done()
 			return
 		}
 		io.WriteString(w, sum)
@@ -321,6 +363,15 @@ func (rs *releaseServer) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 	}
 	body := data[start:]
+	if start > 0 && rs.breakRanges.Load() {
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}
+	if cut := rs.cutEvery.Load(); start == 0 && cut > 0 {
+		w.Write(body[:cut])
+		w.(http.Flusher).Flush()
+		panic(http.ErrAbortHandler)
+	}
 	if start == 0 {
 		if cut := rs.cutAfter.Swap(0); cut > 0 {
 			w.Write(body[:cut])

@@ -2,10 +2,15 @@ package storage
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/url"
 	"os"
+	"path"
 	"path/filepath"
 	"strings"
 	"time"
@@ -50,7 +55,7 @@ func (s *Store) Install(ctx context.Context, version string, src Source) (Instal
 		}
 		return res, fmt.Errorf("creating %s: %w", s.opts.Root, err)
 	}
-	fl, waited, done, err := s.lockExclusive(ctx, "install "+version, func() bool { return s.upToDate(version) })
+	fl, waited, done, err := s.lockExclusive(ctx, "install "+version, func() bool { return s.upToDateLocked(version) })
 	res.Waited = waited
 	if err != nil {
 		return res, err
@@ -78,15 +83,50 @@ func (s *Store) Install(ctx context.Context, version string, src Source) (Instal
 		return res, err
 	}
 
+	key := refusalKey(version, src)
+	if r := s.readRefusal(); r != nil && r.Key == key {
+		republished, err := s.republished(ctx, src, r)
+		if err != nil {
+			// What the mirror publishes now cannot be told: that is the news, not the refusal.
+			return res, fmt.Errorf("installing %s: %w", version, &DownloadError{URL: src.URL, Attempts: 1, Err: err})
+		}
+		if !republished {
+			s.logf("not downloading %s from %s: refused at %s (%s)", version, src, r.At.Format(time.RFC3339), r.Reason)
+			return res, &RefusedError{Version: version, Source: src.String(), Reason: r.Reason, Since: r.At, Record: s.path(RefusalName)}
+		}
+	}
+
 	s.logf("downloading %s from %s", version, src)
-	st, err := s.stage(ctx, version, src)
+	var used expected
+	st, err := s.stage(ctx, version, src, &used)
+	if err == nil && s.opts.Probe != nil {
+		// Before the switch, while the old release is still current: a release whose binary
+		// is missing, not executable or another version must never become current.
+		if perr := s.opts.Probe(ctx, version, st.dir); perr != nil {
+			os.RemoveAll(st.dir)
+			st, err = nil, &ProbeError{URL: src.String(), Version: version, Err: perr}
+		}
+	}
 	if err != nil {
+		if df := diskFull(s.path(StagingDir), err); df != nil {
+			err = df
+		}
+		if refusable(err) {
+			r := refusal{Version: version, Source: src.String(), Key: key, Reason: RedactText(err.Error()), At: s.opts.Now().UTC()}
+			if used.algo == "sha1" && src.SHA256 == "" && src.LocalPath == "" {
+				r.Published = used.hex // the sidecar's: a republished tarball has another
+			}
+			s.recordRefusal(r)
+		}
 		return res, fmt.Errorf("installing %s: %w", version, err)
 	}
 	name, err := s.commit(st)
 	if err != nil {
 		os.RemoveAll(st.dir)
 		return res, fmt.Errorf("installing %s: %w", version, err)
+	}
+	if err := os.Remove(s.path(RefusalName)); err == nil {
+		s.logf("removed %s: a release from another source or version installed", s.path(RefusalName))
 	}
 	res.Downloaded, res.Bytes = true, st.bytes
 	res.Took = s.opts.Now().Sub(start)
@@ -98,27 +138,136 @@ func (s *Store) Install(ctx context.Context, version string, src Source) (Instal
 	return res, nil
 }
 
+// RefusalName is the record of the last release refused for what it is (its
+// binary failed the probe, it is too large, broken or unsafe as published).
+// While the version and source asked for are the refused ones, Install
+// returns *RefusedError without downloading: a 1 GB tarball fetched again at
+// every update-status would change nothing. Removing the file retries it.
+const RefusalName = ".refused_release"
+
+type refusal struct {
+	Version string    `json:"version"`
+	Source  string    `json:"source"` // redacted, for operators
+	Key     string    `json:"key"`
+	Reason  string    `json:"reason"` // redacted
+	At      time.Time `json:"at"`
+	// Published is the sha1 the mirror's sidecar named for the refused tarball ("" for an
+	// operator's sha256 or a local file, whose key already names the content).
+	Published string `json:"published,omitempty"`
+}
+
+// republished reports whether the mirror now publishes another tarball than the refused one
+// under the same URL (its sidecar names another sha1): one small request per hook while a
+// refusal stands, instead of the whole download, and a fixed mirror is picked up without an
+// operator. A refusal with no recorded sidecar sum stands until the key changes.
+func (s *Store) republished(ctx context.Context, src Source, r *refusal) (bool, error) {
+	if r.Published == "" {
+		return false, nil
+	}
+	sidecar := src.SHA1URL
+	if sidecar == "" {
+		sidecar = src.URL + ".sha1"
+	}
+	asset := ""
+	if u, err := url.Parse(src.URL); err == nil {
+		asset = path.Base(u.Path)
+	}
+	sum, err := s.fetchSidecar(ctx, sidecar, asset)
+	if err != nil {
+		return false, err
+	}
+	if sum == r.Published {
+		return false, nil
+	}
+	s.logf("%s was refused as sha1 %s; the mirror now publishes sha1 %s: trying it", src, r.Published, sum)
+	return true, nil
+}
+
+// refusalKey identifies "this version from this source". It hashes the
+// redacted URLs: new credentials for the same file fetch the same file. A
+// local tarball (a Juju resource, re-attached under the same path) is
+// identified by its size and mtime as well.
+func refusalKey(version string, src Source) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s", version, RedactURL(src.URL), RedactURL(src.SHA1URL), strings.ToLower(src.SHA256), src.LocalPath)
+	if src.LocalPath != "" {
+		if fi, err := os.Stat(src.LocalPath); err == nil {
+			fmt.Fprintf(h, "\x00%d\x00%d", fi.Size(), fi.ModTime().UnixNano())
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// refusable: the tarball itself is at fault, so fetching it again cannot help.
+// Checksum mismatches are not remembered: a fixed sidecar or a re-published
+// file under the same URL must be picked up without an operator.
+func refusable(err error) bool {
+	return errors.As(err, new(*ProbeError)) || errors.As(err, new(*TooLargeError)) ||
+		errors.As(err, new(*ArchiveError)) || errors.As(err, new(*UnsafePathError))
+}
+
+func (s *Store) readRefusal() *refusal {
+	b, err := os.ReadFile(s.path(RefusalName))
+	if err != nil {
+		return nil
+	}
+	var r refusal
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil // unreadable: as if absent, the next refusal rewrites it
+	}
+	return &r
+}
+
+// recordRefusal is best effort: without the record the refusal still stands
+// for this hook, the next one downloads again.
+func (s *Store) recordRefusal(r refusal) {
+	b, err := json.Marshal(r)
+	if err == nil {
+		err = writeFileAtomic(s.path(RefusalName), b, 0o644)
+	}
+	if err != nil {
+		s.logf("cannot record the refusal of %s in %s: %v", r.Version, s.path(RefusalName), err)
+	}
+}
+
 // upToDate is the lock-free fast path: current holds version, is intact, and
-// the links, the marker and .staging all agree; anything else goes to the
-// locked path, which repairs it.
+// the links, the marker, Root and .staging hold nothing that disagrees; anything
+// else goes to the locked path, which repairs it.
 func (s *Store) upToDate(version string) bool {
 	if ok, err := s.isInstalled(version); !ok || err != nil {
 		return false
 	}
-	if m, err := s.readMarker(); err != nil || m != version {
+	ps, err := s.Problems()
+	return err == nil && len(ps) == 0
+}
+
+// upToDateLocked is upToDate for the lock holder, to whom the lock being held
+// says nothing.
+func (s *Store) upToDateLocked(version string) bool {
+	if ok, err := s.isInstalled(version); !ok || err != nil {
 		return false
 	}
-	if !s.linksOK() {
-		return false
+	ps, err := s.problems()
+	return err == nil && len(ps) == 0
+}
+
+// Problems lists where the install root disagrees with `current`: a
+// .installed_version naming another version (or absent), a bin,
+// resource-types or fly-assets link missing or pointing elsewhere, temp links
+// or files left in Root, leftovers in .staging (interrupted installs, GC
+// trash). These are what a kill late in an install leaves; the next Install,
+// on the unit that installs, repairs them all under the lock. While an install
+// holds the lock they are its work in progress, so the answer is none. It
+// never writes: read-only units can report what they see.
+func (s *Store) Problems() ([]string, error) {
+	ps, err := s.problems()
+	if err != nil || len(ps) == 0 {
+		return ps, err
 	}
-	if ents, err := os.ReadDir(s.path(StagingDir)); err == nil && len(ents) > 0 {
-		// An install in progress (of another version, say) stages there: we
-		// are up to date and must not queue behind it. With the lock free, the
-		// entries are a dead installer's and the locked path removes them.
-		held, _, err := s.lockHolder()
-		return err == nil && held
+	if held, _, err := s.lockHolder(); err == nil && held {
+		return nil, nil
 	}
-	return true
+	return ps, nil
 }
 
 func (s *Store) linksOK() bool {
@@ -128,6 +277,60 @@ func (s *Store) linksOK() bool {
 		}
 	}
 	return true
+}
+
+func (s *Store) problems() ([]string, error) {
+	var ps []string
+	dir, err := s.currentDir()
+	if err != nil {
+		return nil, err
+	}
+	version := ""
+	if dir != "" {
+		// From the name commit gave it ("<v>-<8hex>"), not the manifest: this runs in every
+		// hook, and a real release's manifest lists thousands of files. A damaged release is
+		// VerifyQuick's and Install's to report and repair.
+		version = versionOfDir(filepath.Base(dir))
+	}
+	marker, err := s.readMarker()
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case marker != version && version == "":
+		ps = append(ps, fmt.Sprintf("%s says %q but nothing is current", InstalledVersionName, marker))
+	case marker != version:
+		ps = append(ps, fmt.Sprintf("%s says %q, current is %s (%s)", InstalledVersionName, marker, version, filepath.Base(dir)))
+	}
+	if version != "" {
+		for _, name := range linkedDirs {
+			want := filepath.Join(CurrentLink, name)
+			t, err := os.Readlink(s.path(name))
+			switch {
+			case errors.Is(err, fs.ErrNotExist):
+				ps = append(ps, fmt.Sprintf("%s is missing (want a link to %s)", s.path(name), want))
+			case err != nil:
+				ps = append(ps, fmt.Sprintf("%s is not a link to %s: %v", s.path(name), want, err))
+			case t != want:
+				ps = append(ps, fmt.Sprintf("%s points to %s, want %s", s.path(name), t, want))
+			}
+		}
+	}
+	ents, err := os.ReadDir(s.opts.Root)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("reading %s: %w", s.opts.Root, err)
+	}
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), tmpPrefix) {
+			ps = append(ps, fmt.Sprintf("%s was left by an interrupted install", s.path(e.Name())))
+		}
+	}
+	if ents, err := os.ReadDir(s.path(StagingDir)); err == nil {
+		for _, e := range ents {
+			ps = append(ps, fmt.Sprintf("%s was left by an interrupted install or GC", s.path(StagingDir, e.Name())))
+		}
+	}
+	return ps, nil
 }
 
 // repairLocked runs as the first thing a lock holder does. Anything in

@@ -31,41 +31,38 @@ func (s *Store) newLock(readOnly bool) *flock.Flock {
 	return flock.New(s.path(LockName), flock.SetFlag(os.O_CREATE|os.O_RDWR), flock.SetPermissions(0o644))
 }
 
-// lockExclusive takes the install lock. While another process holds it, it
-// waits on a shared lock (so all waiters wake together when the holder
-// finishes) and then asks satisfied(); when that says the work is done, it
-// returns without the lock and with done=true.
+// lockExclusive takes the install lock. While another process holds it (an
+// installer, or a waiter briefly holding its shared lock), it blocks in
+// flock(2) until the kernel hands it the lock or ctx ends: no polling, so a
+// waiting installer uses no CPU. Then it asks satisfied(); when that says the
+// work was done meanwhile, it releases the lock and returns done=true.
+//
+// It used to wait on a shared lock and then retry a non-blocking exclusive
+// one; while any other unit held a shared lock that retry loop spun on every core.
 func (s *Store) lockExclusive(ctx context.Context, purpose string, satisfied func() bool) (fl *flock.Flock, waited time.Duration, done bool, err error) {
 	start := s.opts.Now()
-	announced := false
-	for {
-		fl = s.newLock(false)
-		ok, err := fl.TryLock()
-		if err != nil {
-			if isNotWritable(err) {
-				return nil, 0, false, &NotWritableError{Path: s.path(LockName), Err: err}
-			}
-			return nil, 0, false, fmt.Errorf("locking %s: %w", s.path(LockName), err)
+	fl = s.newLock(false)
+	ok, err := fl.TryLock()
+	if err != nil {
+		if isNotWritable(err) {
+			return nil, 0, false, &NotWritableError{Path: s.path(LockName), Err: err}
 		}
-		if ok {
-			waited = s.opts.Now().Sub(start)
-			s.writeHolder(fl)
-			s.logf("took install lock %s for %s after %s", s.path(LockName), purpose, waited.Round(time.Millisecond))
-			return fl, waited, false, nil
-		}
-		if !announced {
-			s.logf("install lock is held (%s); waiting to %s", s.readHolder(), purpose)
-			announced = true
-		}
-		rl := s.newLock(true)
-		if err := lockContext(ctx, rl); err != nil {
+		return nil, 0, false, fmt.Errorf("locking %s: %w", s.path(LockName), err)
+	}
+	if !ok {
+		s.logf("install lock is held (%s); waiting to %s", s.readHolder(), purpose)
+		if err := lockContext(ctx, fl, fl.Lock); err != nil {
 			return nil, s.opts.Now().Sub(start), false, fmt.Errorf("waiting for install lock %s: %w", s.path(LockName), err)
 		}
-		rl.Unlock()
 		if satisfied != nil && satisfied() {
+			fl.Unlock()
 			return nil, s.opts.Now().Sub(start), true, nil
 		}
 	}
+	waited = s.opts.Now().Sub(start)
+	s.writeHolder(fl)
+	s.logf("took install lock %s for %s after %s", s.path(LockName), purpose, waited.Round(time.Millisecond))
+	return fl, waited, false, nil
 }
 
 // writeHolder records who holds the lock. It is best effort: the lock is what
@@ -138,7 +135,7 @@ func (s *Store) WaitInstalled(ctx context.Context, version string, maxWait time.
 	}
 	if !ok {
 		s.logf("waiting up to %s for the install in progress (%s)", maxWait, s.readHolder())
-		err = lockContext(wctx, rl)
+		err = lockContext(wctx, rl, rl.RLock)
 		ok = err == nil
 		waited := s.opts.Now().Sub(start).Round(time.Millisecond)
 		if err != nil {
@@ -183,7 +180,8 @@ func (s *Store) isInstalled(version string) (bool, error) {
 	return true, nil
 }
 
-// lockContext takes a shared lock on rl, waiting until it is free or ctx ends.
+// lockContext takes the lock on fl with lock (fl.RLock or fl.Lock, which
+// block in flock(2)), waiting until it is free or ctx ends.
 //
 // Why not gofrs' TryRLockContext: it polls, so its retry delay is the wake-up
 // latency, and each poll is an open, a flock and a close. With 50 units
@@ -195,7 +193,7 @@ func (s *Store) isInstalled(version string) (bool, error) {
 // lock as soon as it gets it. A process that gives up therefore keeps one
 // thread blocked in flock(2) until the install ends (hooks are short-lived
 // processes, so this costs nothing in practice).
-func lockContext(ctx context.Context, rl *flock.Flock) error {
+func lockContext(ctx context.Context, fl *flock.Flock, lock func() error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -205,7 +203,7 @@ func lockContext(ctx context.Context, rl *flock.Flock) error {
 		for {
 			// Go installs its signal handlers with SA_RESTART, which restarts
 			// flock(2); the loop is for systems where it does not.
-			if err = rl.RLock(); !errors.Is(err, syscall.EINTR) {
+			if err = lock(); !errors.Is(err, syscall.EINTR) {
 				break
 			}
 		}
@@ -217,7 +215,7 @@ func lockContext(ctx context.Context, rl *flock.Flock) error {
 	case <-ctx.Done():
 		go func() {
 			if err := <-done; err == nil {
-				rl.Unlock()
+				fl.Unlock()
 			}
 		}()
 		return ctx.Err()

@@ -290,7 +290,7 @@ func TestWaiterWaitsForInstall(t *testing.T) {
 		t.Fatalf("waiter saw the lock %q; want busy", first)
 	}
 	time.Sleep(100 * time.Millisecond) // the waiter is polling now
-	st, err := s.stage(context.Background(), "7.14.3", Source{URL: rs.URL()})
+	st, err := s.stage(context.Background(), "7.14.3", Source{URL: rs.URL()}, nil)
 	if err != nil {
 		t.Fatalf("stage: %v\n%s", err, lg)
 	}

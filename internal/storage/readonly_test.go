@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -50,7 +51,7 @@ func TestReadOnlyShare(t *testing.T) {
 		t.Fatalf("Install: %v\n%s", err, lg)
 	}
 	ro := readOnlyView(t, rw)
-	worker, _ := newTestStore(t, ro, func(o *Options) { o.Unit = "concourse-ci-machine/10" })
+	worker, wlg := newTestStore(t, ro, func(o *Options) { o.Unit = "concourse-ci-machine/10" })
 
 	start := time.Now()
 	if ok, err := worker.WaitInstalled(ctx, "7.14.3", 5*time.Second); !ok || err != nil {
@@ -110,8 +111,16 @@ func TestReadOnlyShare(t *testing.T) {
 		}
 		done <- ok
 	}()
+	// The waiter must be blocked in flock before the commit: a waiter that first looks after the
+	// switch rightly finds 8.2.5 installed without waiting (that race made this test flaky).
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(wlg.String(), "waiting up to 20s"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("the waiter never started waiting:\n%s", wlg)
+		}
+		time.Sleep(time.Millisecond)
+	}
 	rs2 := newReleaseServer(t, "8.2.5", buildTarball(t, releaseEntries("8.2.5", 0), gzip.BestSpeed))
-	stg, err := installer.stage(ctx, "8.2.5", Source{URL: rs2.URL()})
+	stg, err := installer.stage(ctx, "8.2.5", Source{URL: rs2.URL()}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

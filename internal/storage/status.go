@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -27,6 +28,10 @@ type Status struct {
 	Staging       []string // leftovers of interrupted installs
 	Legacy        []string // directories moved aside from the old charm
 	Disk          Disk
+	// Problems: where the root disagrees with current (see Store.Problems).
+	Problems []string
+	// Refused describes the release Install refuses to download again ("" when none).
+	Refused string
 }
 
 // VersionDir is one entry of versions/.
@@ -86,6 +91,12 @@ func (s *Store) Status() (Status, error) {
 				*d.out = append(*d.out, e.Name())
 			}
 		}
+	}
+	if st.Problems, err = s.Problems(); err != nil {
+		return st, err
+	}
+	if r := s.readRefusal(); r != nil {
+		st.Refused = fmt.Sprintf("%s from %s at %s: %s (remove %s to retry it)", r.Version, r.Source, r.At.Format(time.RFC3339), r.Reason, s.path(RefusalName))
 	}
 	var sfs unix.Statfs_t
 	if err := unix.Statfs(s.opts.Root, &sfs); err == nil {
@@ -169,6 +180,12 @@ func (st Status) String() string {
 	}
 	if len(st.Legacy) > 0 {
 		fmt.Fprintf(&b, "legacy dirs moved aside: %s\n", strings.Join(st.Legacy, ", "))
+	}
+	if st.Refused != "" {
+		fmt.Fprintf(&b, "refused release:    %s\n", st.Refused)
+	}
+	for _, p := range st.Problems {
+		fmt.Fprintf(&b, "DISAGREES:          %s (the installing unit repairs it at its next hook)\n", p)
 	}
 	ro := ""
 	if st.Disk.ReadOnly {

@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -66,11 +67,13 @@ type Source struct {
 	LocalPath string
 }
 
+// String names the source for messages and the manifest, without the
+// credentials a URL may carry.
 func (s Source) String() string {
 	if s.LocalPath != "" {
 		return s.LocalPath
 	}
-	return s.URL
+	return RedactURL(s.URL)
 }
 
 // RetryPolicy bounds the retries of one install's network work.
@@ -97,10 +100,33 @@ type Options struct {
 	// StripPrefix is the tarball's root directory ("concourse/"). Entries
 	// outside it are rejected; empty means the tarball has no root to strip.
 	StripPrefix string
-	// StallTimeout abandons and resumes a request that received nothing for
-	// this long (see DefaultStallTimeout).
+	// StallTimeout abandons and resumes a request that received less than
+	// MinProgress bytes in this long (see DefaultStallTimeout). It bounds the
+	// checksum sidecar and the wait for response headers too.
 	StallTimeout time.Duration
+	// MinProgress is the fewest bytes a tarball body must deliver per
+	// StallTimeout window; a trickle below it counts as a stall, so a mirror
+	// sending a few bytes a minute cannot hold the install lock for ever.
+	// Default DefaultMinProgress.
+	MinProgress int64
+	// MaxExpandedBytes bounds what a tarball may expand to on disk (the sum of
+	// its regular files). Default DefaultMaxExpandedBytes.
+	MaxExpandedBytes int64
+	// Probe, when set, checks a staged release before it can become current:
+	// dir is the extracted release root (dir/bin/...), version the one being
+	// installed. An error refuses the release (*ProbeError). Storage knows
+	// nothing of what a working release is; the caller does.
+	Probe func(ctx context.Context, version, dir string) error
 }
+
+// DefaultMinProgress is 64 KiB per stall window: about 1 KiB/s with the default
+// window, slower than any mirror that could deliver a release in Retry.Total.
+const DefaultMinProgress = 64 << 10
+
+// DefaultMaxExpandedBytes is 4 GiB: a Concourse release expands to about 1 GiB
+// (7.x: 0.9-1.1 GiB), so four times that leaves room for growth while a
+// 2 MB tarball that expands to many GiB is cut long before it fills the share.
+const DefaultMaxExpandedBytes = 4 << 30
 
 // Store manages one install root. It holds no open files between calls, and is
 // safe for concurrent use: every operation takes its own lock handle.
@@ -142,6 +168,12 @@ func New(opts Options) *Store {
 	if opts.StallTimeout <= 0 {
 		opts.StallTimeout = DefaultStallTimeout
 	}
+	if opts.MinProgress <= 0 {
+		opts.MinProgress = DefaultMinProgress
+	}
+	if opts.MaxExpandedBytes <= 0 {
+		opts.MaxExpandedBytes = DefaultMaxExpandedBytes
+	}
 	s := &Store{opts: opts, damaged: map[string]bool{}}
 	s.log = opts.Logger
 	return s
@@ -151,7 +183,8 @@ func (s *Store) logf(format string, args ...any) {
 	if s.log == nil {
 		return
 	}
-	s.log.Printf("%s: "+format, append([]any{s.opts.Unit}, args...)...)
+	// Redacted here once: URLs reach log lines through errors from net/http too.
+	s.log.Printf("%s", RedactText(fmt.Sprintf("%s: "+format, append([]any{s.opts.Unit}, args...)...)))
 }
 
 func (s *Store) path(elem ...string) string {
