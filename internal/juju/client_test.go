@@ -391,6 +391,36 @@ func TestClientPortsNetworkState(t *testing.T) {
 				Addresses: []juju.Address{{Value: "10.0.0.5", CIDR: "10.0.0.0/24"}}}}},
 		},
 		{
+			// A cross-model relation: Juju answers for the relation's endpoint, with the public
+			// address as ingress while the bound interface keeps the space address.
+			name: "network-get/relation",
+			replies: []reply{ok(`{"bind-addresses":[{"interface-name":"eth1","addresses":[{"value":"192.168.7.5","cidr":"192.168.7.0/24"}]}],` +
+				`"egress-subnets":["203.0.113.5/32"],"ingress-addresses":["203.0.113.5","192.168.7.5"]}`)},
+			do: func(ctx context.Context, c *juju.Client) (any, error) {
+				n, err := c.NetworkGetRelation(ctx, "tsa", 7)
+				return n.Ingress(), err
+			},
+			want:    []call{{tool: "network-get", args: []string{"--format=json", "-r", "7", "tsa"}}},
+			wantOut: "203.0.113.5",
+		},
+		{
+			name:    "network-get/no-ingress-uses-bind-address",
+			replies: []reply{ok(`{"bind-addresses":[{"interface-name":"eth0","addresses":[{"address":"10.0.0.5","cidr":"10.0.0.0/24"}]}],"ingress-addresses":[]}`)},
+			do: func(ctx context.Context, c *juju.Client) (any, error) {
+				n, err := c.NetworkGet(ctx, "peers")
+				return n.Ingress(), err
+			},
+			want:    []call{{tool: "network-get", args: []string{"--format=json", "peers"}}},
+			wantOut: "10.0.0.5",
+		},
+		{
+			name:    "network-get/unknown-binding",
+			replies: []reply{{code: 1, stderr: "ERROR no network config found for binding \"monitoring\"\n"}},
+			do:      func(ctx context.Context, c *juju.Client) (any, error) { return c.NetworkGet(ctx, "monitoring") },
+			want:    []call{{tool: "network-get", args: []string{"--format=json", "monitoring"}}},
+			wantErr: juju.ErrNoNetworkConfig,
+		},
+		{
 			name:    "state-get",
 			replies: []reply{ok(`"7.14.3"`)},
 			do:      func(ctx context.Context, c *juju.Client) (any, error) { return c.StateGet(ctx, "started-version") },

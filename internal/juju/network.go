@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strconv"
 )
 
 // Network is network-get's answer for one binding (contract §2.2).
@@ -61,4 +62,34 @@ func (c *Client) NetworkGet(ctx context.Context, binding string) (Network, error
 		return Network{}, fmt.Errorf("reading network config of binding %q: %w", binding, err)
 	}
 	return n, nil
+}
+
+// NetworkGetRelation returns the network configuration this unit should use on relation id
+// (network-get -r): Juju answers for the relation's own endpoint binding, and for a cross-model
+// relation its ingress address is the one the remote model can reach (the unit's public
+// address), not the binding's space address.
+func (c *Client) NetworkGetRelation(ctx context.Context, binding string, id int) (Network, error) {
+	var n Network
+	if err := c.runJSON(ctx, toolNetworkGet, []string{formatJSON, "-r", strconv.Itoa(id), binding}, &n); err != nil {
+		return Network{}, fmt.Errorf("reading network config of binding %q on relation %d: %w", binding, id, err)
+	}
+	return n, nil
+}
+
+// Ingress is the address other units should dial to reach this one over the binding: the first
+// ingress address (Juju sorts them, best first), else the first bound address, else "".
+func (n Network) Ingress() string {
+	for _, a := range n.IngressAddresses {
+		if a != "" {
+			return a
+		}
+	}
+	for _, b := range n.BindAddresses {
+		for _, a := range b.Addresses {
+			if a.Value != "" {
+				return a.Value
+			}
+		}
+	}
+	return ""
 }

@@ -30,6 +30,9 @@ var (
 	ErrNotLeader = errors.New("unit is not the leader")
 	// ErrPermissionDenied: the controller refused access (e.g. a secret not granted to us).
 	ErrPermissionDenied = errors.New("permission denied")
+	// ErrNoNetworkConfig: network-get knows no such binding (an endpoint the charm does not
+	// declare, or an agent too old to answer for it).
+	ErrNoNetworkConfig = errors.New("no network config")
 )
 
 // ToolError is a hook tool that exited non-zero. Modelled on exec.ExitError: it keeps what the
@@ -69,6 +72,8 @@ func (e *ToolError) Is(target error) bool {
 			strings.Contains(s, "cannot write leadership settings")
 	case ErrPermissionDenied:
 		return strings.Contains(s, "permission denied") || strings.Contains(s, "access denied")
+	case ErrNoNetworkConfig:
+		return e.Tool == "network-get" && strings.Contains(s, "no network config")
 	}
 	return false
 }

@@ -143,7 +143,7 @@ func TestExecRunner(t *testing.T) {
 
 func TestToolErrorClassification(t *testing.T) {
 	t.Parallel()
-	sentinels := []error{juju.ErrRelationNotFound, juju.ErrSecretNotFound, juju.ErrNotLeader, juju.ErrPermissionDenied}
+	sentinels := []error{juju.ErrRelationNotFound, juju.ErrSecretNotFound, juju.ErrNotLeader, juju.ErrPermissionDenied, juju.ErrNoNetworkConfig}
 	cases := []struct {
 		tool, stderr string
 		code         int
@@ -160,6 +160,8 @@ func TestToolErrorClassification(t *testing.T) {
 		{"secret-get", "ERROR permission denied\n", 1, juju.ErrPermissionDenied},
 		{"credential-get", "ERROR access denied\n", 1, juju.ErrPermissionDenied},
 		{"config-get", "ERROR connection is shut down\n", 1, nil},
+		{"network-get", "ERROR no network config found for binding \"metrics\"\n", 1, juju.ErrNoNetworkConfig},
+		{"relation-get", "ERROR no network config\n", 1, nil}, // only network-get answers so
 	}
 	for _, tc := range cases {
 		err := fmt.Errorf("wrapped: %w", &juju.ToolError{Tool: tc.tool, ExitCode: tc.code, Stderr: tc.stderr})

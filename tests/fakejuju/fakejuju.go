@@ -87,7 +87,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, getenv func(s
 
 const usage = `usage: fakejuju COMMAND [flags]
 
-  init    --state F --unit APP/N [--leader] [--charm-dir DIR] [--config k=v]... [--resource NAME=PATH]... [--hook NAME]
+  init    --state F --unit APP/N [--leader] [--charm-dir DIR] [--config k=v]... [--resource NAME=PATH]...
+          [--address IP] [--binding NAME=IP]... [--hook NAME]
   hook    --state F [--relation-id N] [--remote-unit U] [--remote-app A] [--action NAME] [--param k=v]... NAME
   run     --state F [hook flags --hook NAME] [--charm-dir DIR] -- COMMAND [ARGS...]
   env     --state F
@@ -297,9 +298,11 @@ func (s stdio) initState(args []string) error {
 	charmDir := fs.String("charm-dir", "", "directory with metadata.yaml and config.yaml")
 	hook := fs.String("hook", "install", "first hook to start (\"\" for none)")
 	modelName := fs.String("model", "test", "model name")
-	var config, resources multiFlag
+	address := fs.String("address", "", "the unit's private address (default 127.0.1.N+1)")
+	var config, resources, bindings multiFlag
 	fs.Var(&config, "config", "config option k=v (repeatable)")
 	fs.Var(&resources, "resource", "attached resource NAME=PATH (repeatable)")
+	fs.Var(&bindings, "binding", "address NAME=IP network-get answers for a binding (repeatable)")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -345,6 +348,22 @@ func (s stdio) initState(args []string) error {
 			p = abs
 		}
 		m.AttachResource(app, name, p)
+	}
+	if *address != "" {
+		m.SetAddress(*unit, *address)
+	}
+	for _, b := range bindings {
+		name, ip, ok := strings.Cut(b, "=")
+		if !ok || name == "" || ip == "" {
+			return usageErr{fmt.Errorf("--binding %q: want NAME=IP", b)}
+		}
+		_, peer := meta.Peers[name]
+		_, prov := meta.Provides[name]
+		_, req := meta.Requires[name]
+		if !peer && !prov && !req && !slices.Contains(meta.ExtraBindings, name) {
+			return fmt.Errorf("--binding %q: the charm has no endpoint or extra-binding %q", b, name)
+		}
+		m.SetBindingAddress(*unit, name, ip)
 	}
 	if *leader {
 		m.SetLeader(app, *unit)

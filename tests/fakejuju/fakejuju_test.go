@@ -186,6 +186,41 @@ func TestFileMode(t *testing.T) {
 	}
 }
 
+// A unit whose peers binding is in another space than its private address: the hook tools in
+// file mode answer network-get per binding, keep unit-get's private address, and refuse a
+// binding the charm does not declare.
+func TestFileModeBindings(t *testing.T) {
+	t.Parallel()
+	charm := writeCharm(t)
+	state := filepath.Join(t.TempDir(), "state.json")
+	if code, _, stderr := fj(t, nil, "", "init", "--state", state, "--charm-dir", charm, "--binding", "monitoring=10.1.1.1"); code == 0 ||
+		!strings.Contains(stderr, `no endpoint or extra-binding "monitoring"`) {
+		t.Errorf("unknown binding: %d %q", code, stderr)
+	}
+	if code, _, stderr := fj(t, nil, "", "init", "--state", state, "--charm-dir", charm,
+		"--address", "10.0.0.5", "--binding", "peers=192.168.7.5"); code != 0 {
+		t.Fatalf("init: %s", stderr)
+	}
+	dir := toolsDir(t)
+	env := []string{"FAKE_JUJU_STATE=" + state}
+	for _, c := range []struct {
+		tool   string
+		args   []string
+		stdout string
+	}{
+		{"unit-get", []string{"--format=json", "private-address"}, `"10.0.0.5"`},
+		{"network-get", []string{"--format=json", "--ingress-address", "peers"}, `"192.168.7.5"`},
+		{"network-get", []string{"--format=json", "--ingress-address", "-r", "0", "peers"}, `"192.168.7.5"`},
+		{"network-get", []string{"--format=json", "--ingress-address", "postgresql"}, `"10.0.0.5"`},
+		{"relation-get", []string{"--format=json", "-r", "0", "ingress-address", "concourse-ci-machine/0"}, `"192.168.7.5"`},
+	} {
+		code, stdout, stderr := tool(t, dir, env, "", c.tool, c.args...)
+		if code != 0 || strings.TrimSpace(stdout) != c.stdout {
+			t.Errorf("%s %v = %d %q %q; want %s", c.tool, c.args, code, stdout, stderr, c.stdout)
+		}
+	}
+}
+
 func TestRunCommand(t *testing.T) {
 	t.Parallel()
 	charm := writeCharm(t)

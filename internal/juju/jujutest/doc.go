@@ -25,7 +25,8 @@
 //
 // Builders: AddApp (creates the peer relations), AddUnit (enters scope, first unit leads,
 // loopback address 127.0.1.N), RemoveUnit, SetConfig (nil resets to default), SetLeader,
-// Relate, RemoveRelation, SetAddress, AttachResource, SetProxy. Provider stand-ins write
+// Relate, RemoveRelation, SetAddress, SetBindingAddress and SetRelationIngress (what
+// network-get answers per binding and per relation), AttachResource, SetProxy. Provider stand-ins write
 // committed data directly with SetAppData/SetUnitData, AddSecret, GrantSecret and UpdateSecret;
 // these return the Events the write causes. Getters: UnitStatus, AppStatus, AppVersion, Logs,
 // OpenedPorts, UnitState, Config, Leader, Units, Relations, RelationID, RelationUnits, AppData,

@@ -130,15 +130,21 @@ type appState struct {
 }
 
 type unitState struct {
-	Name    string            `json:"name"`
-	App     string            `json:"app"`
-	Machine string            `json:"machine"`
-	Address string            `json:"address"`
-	Status  Status            `json:"status"`
-	Ports   []string          `json:"ports"`
-	State   map[string]string `json:"state"`
-	Logs    []LogLine         `json:"logs"`
-	Dead    bool              `json:"dead,omitempty"`
+	Name    string `json:"name"`
+	App     string `json:"app"`
+	Machine string `json:"machine"`
+	Address string `json:"address"`
+	// Bindings are the addresses network-get answers per binding, where the test gave one;
+	// any other binding answers Address (one space, as on a machine with one interface).
+	Bindings map[string]string `json:"bindings,omitempty"`
+	// RelationIngress is the ingress address network-get -r ID answers for a relation (a
+	// cross-model relation advertises the unit's public address), where the test gave one.
+	RelationIngress map[int]string    `json:"relation-ingress,omitempty"`
+	Status          Status            `json:"status"`
+	Ports           []string          `json:"ports"`
+	State           map[string]string `json:"state"`
+	Logs            []LogLine         `json:"logs"`
+	Dead            bool              `json:"dead,omitempty"`
 }
 
 type relationState struct {
@@ -420,15 +426,91 @@ func (m *Model) JoinEvents(id int, unit string) []Event {
 	return evs
 }
 
-// SetAddress changes a unit's address, including the defaults in its relation databags.
+// SetAddress changes a unit's private address, including the defaults in its relation
+// databags (those whose endpoint has no address of its own: see SetBindingAddress).
 func (m *Model) SetAddress(unit, ip string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	u := m.unit(unit)
 	u.Address = ip
+	m.refreshBagsLocked(u)
+}
+
+// SetBindingAddress makes network-get BINDING (and network-get -r on a relation of that
+// endpoint) answer ip for the unit, as when the operator binds the endpoint to a space in which
+// the machine has that address; its private address (unit-get) stays. Juju's defaults in the
+// unit's databags on relations of that endpoint follow (private-address, ingress-address,
+// egress-subnets). "" makes the binding answer the private address again.
+func (m *Model) SetBindingAddress(unit, binding, ip string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	u := m.unit(unit)
+	if !m.hasBinding(m.app(u.App).Meta, binding) {
+		panic(fmt.Sprintf("jujutest: application %q has no binding %q", u.App, binding))
+	}
+	if ip == "" {
+		delete(u.Bindings, binding)
+	} else {
+		if u.Bindings == nil {
+			u.Bindings = map[string]string{}
+		}
+		u.Bindings[binding] = ip
+	}
+	m.refreshBagsLocked(u)
+}
+
+// SetRelationIngress makes network-get -r id answer ip as the unit's ingress address on that
+// relation (the bound interface keeps the binding's address), as Juju does for a cross-model
+// relation with the unit's public address; the unit's ingress-address default in that relation
+// follows. "" goes back to the binding's address.
+func (m *Model) SetRelationIngress(unit string, id int, ip string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	u := m.unit(unit)
+	if _, ok := m.s.Relations[id]; !ok {
+		panic(fmt.Sprintf("jujutest: no relation %d", id))
+	}
+	if ip == "" {
+		delete(u.RelationIngress, id)
+	} else {
+		if u.RelationIngress == nil {
+			u.RelationIngress = map[int]string{}
+		}
+		u.RelationIngress[id] = ip
+	}
+	m.refreshBagsLocked(u)
+}
+
+func (m *Model) hasBinding(meta AppMeta, binding string) bool {
+	_, isPeer := meta.Peers[binding]
+	_, isProv := meta.Provides[binding]
+	_, isReq := meta.Requires[binding]
+	return isPeer || isProv || isReq || slices.Contains(meta.ExtraBindings, binding)
+}
+
+// bindingAddress is the unit's address in the space of binding.
+func (u *unitState) bindingAddress(binding string) string {
+	if a := u.Bindings[binding]; a != "" {
+		return a
+	}
+	return u.Address
+}
+
+// relationAddresses are the unit's bound and ingress addresses on relation r: Juju answers for
+// the relation's own endpoint, whatever binding network-get was given.
+func (u *unitState) relationAddresses(r *relationState) (bind, ingress string) {
+	bind = u.bindingAddress(r.endpointOf(u.App).Name)
+	if a := u.RelationIngress[r.ID]; a != "" {
+		return bind, a
+	}
+	return bind, bind
+}
+
+// refreshBagsLocked rewrites Juju's defaults in the unit's databags after an address change.
+func (m *Model) refreshBagsLocked(u *unitState) {
 	for _, r := range m.s.Relations {
-		if bag, ok := r.UnitData[unit]; ok {
-			maps.Copy(bag, defaultUnitBag(ip))
+		if bag, ok := r.UnitData[u.Name]; ok {
+			maps.Copy(bag, u.defaultBag(r))
 		}
 	}
 }
@@ -759,13 +841,16 @@ func (m *Model) enterScope(r *relationState, u *unitState) {
 		sortUnits(r.Scope)
 	}
 	if _, ok := r.UnitData[u.Name]; !ok {
-		r.UnitData[u.Name] = defaultUnitBag(u.Address)
+		r.UnitData[u.Name] = u.defaultBag(r)
 	}
 }
 
-// defaultUnitBag is what Juju puts in a unit's databag when it enters scope.
-func defaultUnitBag(addr string) map[string]string {
-	return map[string]string{"private-address": addr, "ingress-address": addr, "egress-subnets": addr + "/32"}
+// defaultBag is what Juju puts in a unit's databag when it enters scope: the addresses of the
+// relation's endpoint binding (private-address is the bound one, ingress-address what the
+// remote side should dial).
+func (u *unitState) defaultBag(r *relationState) map[string]string {
+	bind, ingress := u.relationAddresses(r)
+	return map[string]string{"private-address": bind, "ingress-address": ingress, "egress-subnets": ingress + "/32"}
 }
 
 func (m *Model) newSecret(owner, kind, label string) *secretState {

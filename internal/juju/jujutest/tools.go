@@ -583,38 +583,44 @@ func networkGet(c *toolCall) error {
 	if err := noArgs(p, 1); err != nil {
 		return err
 	}
+	var rel *relationState
 	if p.has("relation") {
-		if _, err := c.relation(p); err != nil {
+		if rel, err = c.relation(p); err != nil {
 			return err
 		}
 	}
-	binding, meta := p.pos[0], c.app().Meta
-	_, isPeer := meta.Peers[binding]
-	_, isProv := meta.Provides[binding]
-	_, isReq := meta.Requires[binding]
-	if !isPeer && !isProv && !isReq && !slices.Contains(meta.ExtraBindings, binding) {
+	binding, u := p.pos[0], c.unit()
+	if !c.m().hasBinding(c.app().Meta, binding) {
 		return fmt.Errorf("no network config found for binding %q", binding)
 	}
-	addr := c.unit().Address
+	addr := u.bindingAddress(binding)
+	ingress := addr
+	if rel != nil {
+		addr, ingress = u.relationAddresses(rel)
+	}
 	cidr := addr + "/32"
 	if i := strings.LastIndexByte(addr, '.'); i > 0 {
 		cidr = addr[:i] + ".0/24"
 	}
 	switch {
 	case p.bool["ingress-address"], p.bool["primary-address"]:
-		return c.print(p, addr)
+		return c.print(p, ingress)
 	case p.bool["egress-subnets"]:
-		return c.print(p, []string{addr + "/32"})
+		return c.print(p, []string{ingress + "/32"})
 	case p.bool["bind-address"]:
 		return c.print(p, addr)
 	}
+	iface := "eth0"
+	if addr != u.Address {
+		iface = "eth1" // an address of another space lives on another interface
+	}
 	return c.print(p, map[string]any{
 		"bind-addresses": []any{map[string]any{
-			"mac-address": "00:16:3e:00:00:" + fmt.Sprintf("%02x", len(c.unit().Machine)), "interface-name": "eth0",
+			"mac-address": "00:16:3e:00:00:" + fmt.Sprintf("%02x", len(u.Machine)), "interface-name": iface,
 			"addresses": []any{map[string]any{"hostname": "", "value": addr, "cidr": cidr}},
 		}},
-		"egress-subnets":    []string{addr + "/32"},
-		"ingress-addresses": []string{addr},
+		"egress-subnets":    []string{ingress + "/32"},
+		"ingress-addresses": []string{ingress},
 	})
 }
 

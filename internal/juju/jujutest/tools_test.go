@@ -257,3 +257,65 @@ func TestServe(t *testing.T) {
 		t.Errorf("state after commit: %v", got)
 	}
 }
+
+// A unit whose endpoints are bound to another space than its private address, and whose
+// postgresql relation advertises another ingress address (as a cross-model relation does):
+// network-get answers per binding and per relation, unit-get keeps the private address, and
+// Juju's defaults in the unit's databags follow the binding of each relation's endpoint.
+func TestNetworkGetBindings(t *testing.T) {
+	t.Parallel()
+	f := newFixture(t)
+	unit := app + "/1" // private address 127.0.1.2
+	f.m.SetBindingAddress(unit, "peers", "192.168.7.5")
+	f.m.SetBindingAddress(unit, "postgresql", "192.168.8.5")
+	f.m.SetRelationIngress(unit, f.db, "203.0.113.5")
+	hc := f.m.NewHookContext(unit, noRelation("config-changed"))
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unbound binding answers the private address", []string{"--format=json", "--ingress-address", "tsa"}, `"127.0.1.2"`},
+		{"bound binding answers its space address", []string{"--format=json", "--ingress-address", "peers"}, `"192.168.7.5"`},
+		{"full answer of a bound binding", []string{"--format=json", "peers"},
+			`{"bind-addresses":[{"addresses":[{"cidr":"192.168.7.0/24","hostname":"","value":"192.168.7.5"}],"interface-name":"eth1","mac-address":"00:16:3e:00:00:01"}],"egress-subnets":["192.168.7.5/32"],"ingress-addresses":["192.168.7.5"]}`},
+		{"relation ingress differs from the bound address", []string{"--format=json", "-r", "2", "postgresql"},
+			`{"bind-addresses":[{"addresses":[{"cidr":"192.168.8.0/24","hostname":"","value":"192.168.8.5"}],"interface-name":"eth1","mac-address":"00:16:3e:00:00:01"}],"egress-subnets":["203.0.113.5/32"],"ingress-addresses":["203.0.113.5"]}`},
+		// Juju answers -r for the relation's own endpoint, whatever binding is named.
+		{"-r answers for the relation's endpoint", []string{"--format=json", "-r", "2", "--ingress-address", "peers"}, `"203.0.113.5"`},
+		{"-r on a relation without its own ingress", []string{"--format=json", "-r", "0", "--ingress-address", "peers"}, `"192.168.7.5"`},
+	} {
+		res := hc.Run("network-get", tc.args, nil)
+		if res.Code != 0 || strings.TrimSpace(string(res.Stdout)) != tc.want {
+			t.Errorf("%s: network-get %v = %d %s %s; want %s", tc.name, tc.args, res.Code, res.Stdout, res.Stderr, tc.want)
+		}
+	}
+	if res := hc.Run("unit-get", []string{"--format=json", "private-address"}, nil); strings.TrimSpace(string(res.Stdout)) != `"127.0.1.2"` {
+		t.Errorf("unit-get private-address = %s; want the private address to stay", res.Stdout)
+	}
+	want := map[int]map[string]string{
+		f.peers: {"private-address": "192.168.7.5", "ingress-address": "192.168.7.5", "egress-subnets": "192.168.7.5/32"},
+		f.db:    {"private-address": "192.168.8.5", "ingress-address": "203.0.113.5", "egress-subnets": "203.0.113.5/32"},
+	}
+	for id, w := range want {
+		got := f.m.UnitData(id, unit)
+		for k, v := range w {
+			if got[k] != v {
+				t.Errorf("relation %d: %s's %s = %q; want %q", id, unit, k, got[k], v)
+			}
+		}
+	}
+	// Resetting goes back to the private address, bags included; a later SetAddress moves
+	// only what follows the private address.
+	f.m.SetBindingAddress(unit, "peers", "")
+	f.m.SetAddress(unit, "127.0.1.9")
+	if res := hc.Run("network-get", []string{"--ingress-address", "peers"}, nil); strings.TrimSpace(string(res.Stdout)) != "127.0.1.9" {
+		t.Errorf("after reset: network-get peers = %s; want the private address", res.Stdout)
+	}
+	if got := f.m.UnitData(f.peers, unit)["ingress-address"]; got != "127.0.1.9" {
+		t.Errorf("after reset: peers ingress-address = %q; want 127.0.1.9", got)
+	}
+	if got := f.m.UnitData(f.db, unit)["private-address"]; got != "192.168.8.5" {
+		t.Errorf("after SetAddress: postgresql private-address = %q; want the binding's 192.168.8.5", got)
+	}
+}
