@@ -84,6 +84,9 @@ type WebConfig struct {
 	// web refuses to start without a main-team rule (contract §0.5).
 	AdminUser     string // required; no ':' ',' or whitespace
 	AdminPassword string // required; no ',' (contract §2.1: lists split on ',' with no escaping)
+	// Further local users and main-team members (webauth.go); passwords as for AdminPassword.
+	ExtraLocalUsers    []LocalUser
+	MainTeamLocalUsers []string
 
 	Postgres *DBConfig // nil → no CONCOURSE_POSTGRES_* at all
 
@@ -234,8 +237,8 @@ func WebEnv(c WebConfig) ([]EnvVar, error) {
 	case strings.ContainsFunc(c.AdminPassword, isControl):
 		ck.add("AdminPassword", "CONCOURSE_ADD_LOCAL_USER", "the password contains a control character")
 	}
-	set("CONCOURSE_ADD_LOCAL_USER", c.AdminUser+":"+c.AdminPassword)
-	set("CONCOURSE_MAIN_TEAM_LOCAL_USER", c.AdminUser)
+	set("CONCOURSE_ADD_LOCAL_USER", addLocalUsers(&ck, c))
+	set("CONCOURSE_MAIN_TEAM_LOCAL_USER", mainTeamLocalUsers(&ck, c))
 
 	if c.Postgres != nil {
 		ck.errs = append(ck.errs, c.Postgres.validate("Postgres.")...)

@@ -26,7 +26,22 @@ type Migrator struct {
 	Binary string   // the concourse binary
 	Env    []string // CONCOURSE_POSTGRES_* (and encryption keys); see DBConfig.Env
 	Run    RunCommandFunc
+	// QueryTimeout bounds the schema-version queries (default DefaultQueryTimeout);
+	// MigrateTimeout bounds a migration (default DefaultMigrateTimeout). A binary
+	// that hangs (a broken release, an unreachable database) must not hold a hook for ever.
+	QueryTimeout, MigrateTimeout time.Duration
 }
+
+const (
+	// DefaultQueryTimeout: --supported-db-version needs no database and answers
+	// in milliseconds; --current-db-version is one connection and one query.
+	DefaultQueryTimeout = 2 * time.Minute
+	// DefaultMigrateTimeout: the longest real migrations (v7 -> v8 on large
+	// build histories) take tens of minutes; an hour is the point where waiting
+	// longer only hides a hang. A timed-out migrate gets SIGTERM and
+	// migrateStopGrace to roll its transaction back.
+	DefaultMigrateTimeout = time.Hour
+)
 
 // CommandError reports a failed command: the binary, its arguments and what
 // it wrote to stderr. The environment (which holds the DB password) is never
@@ -122,6 +137,19 @@ func truncate(s string, n int) string {
 }
 
 func (m Migrator) run(ctx context.Context, arg string) ([]byte, error) {
+	timeout := m.QueryTimeout
+	if timeout <= 0 {
+		timeout = DefaultQueryTimeout
+	}
+	if strings.HasPrefix(arg, "--migrate-") {
+		timeout = m.MigrateTimeout
+		if timeout <= 0 {
+			timeout = DefaultMigrateTimeout
+		}
+	}
+	parent := ctx
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
 	args := []string{"migrate", arg}
 	env, err := commandEnv(m.Env)
 	if err != nil {
@@ -137,6 +165,10 @@ func (m Migrator) run(ctx context.Context, arg string) ([]byte, error) {
 		var ec interface{ ExitCode() int }
 		if errors.As(err, &ec) {
 			code = ec.ExitCode()
+		}
+		if parent.Err() == nil && errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			// Our bound, not the caller's: say so (the exit code, after SIGTERM, stays).
+			err = fmt.Errorf("no answer within %s, stopped: %w", timeout, err)
 		}
 		return nil, &CommandError{Cmd: m.Binary, Args: args, ExitCode: code,
 			Stderr: redactEnv(string(stderr), env), Err: err}

@@ -6,7 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -206,4 +210,56 @@ func LatestVersion(ctx context.Context, c *http.Client, apiURL, token string) (s
 		return "", fmt.Errorf("latest release at %s: %w", url, err)
 	}
 	return v, nil
+}
+
+// DefaultProbeTimeout bounds `concourse --version`, which answers in
+// milliseconds; a binary that hangs is a broken release, not a slow one.
+const DefaultProbeTimeout = 10 * time.Second
+
+// ProbeVersion runs `<binary> --version`, which every Concourse subcommand
+// answers with the bare version and exit 0 (concourse-contract §1.5), bounded
+// by timeout (DefaultProbeTimeout when <= 0).
+func ProbeVersion(ctx context.Context, binary string, timeout time.Duration) (string, error) {
+	if timeout <= 0 {
+		timeout = DefaultProbeTimeout
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, "--version")
+	// A child that keeps the output pipe open must not hold us past the timeout.
+	cmd.WaitDelay = time.Second
+	out, err := cmd.Output()
+	if err != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return "", fmt.Errorf("running %s --version: no answer within %s", binary, timeout)
+		}
+		return "", fmt.Errorf("running %s --version: %w", binary, err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+// ProbeRelease checks an extracted release before it may become current:
+// dir/bin/concourse exists, is an executable regular file, and reports
+// version. Its errors say which of these failed.
+func ProbeRelease(ctx context.Context, version, dir string, timeout time.Duration) error {
+	bin := filepath.Join(dir, "bin", "concourse")
+	fi, err := os.Stat(bin)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("the tarball has no concourse/bin/concourse")
+	case err != nil:
+		return fmt.Errorf("checking bin/concourse: %w", err)
+	case !fi.Mode().IsRegular():
+		return fmt.Errorf("concourse/bin/concourse is not a regular file (%s)", fi.Mode().Type())
+	case fi.Mode().Perm()&0o111 == 0:
+		return fmt.Errorf("concourse/bin/concourse is not executable (mode %04o)", fi.Mode().Perm())
+	}
+	got, err := ProbeVersion(ctx, bin, timeout)
+	if err != nil {
+		return err
+	}
+	if got != version {
+		return fmt.Errorf("concourse/bin/concourse --version says %q, want %q", truncate(got, 80), version)
+	}
+	return nil
 }

@@ -168,30 +168,42 @@ type querier interface {
 	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
 }
 
-// currentDBVersion applies the real rule (§5): newest non-failed row wins, a `down` row cancels the
-// matching earlier `up`. It returns 0 for an empty history.
-func currentDBVersion(ctx context.Context, q querier) (int64, error) {
-	rows, err := q.QueryContext(ctx, `SELECT version, direction FROM migrations_history WHERE status != 'failed' ORDER BY tstamp DESC`)
+// currentDBVersion is the real migrator's rule, as the real binaries showed it: the newest
+// non-failed row decides. An "up" row is the version. A "down" row of a migration this binary has
+// means the one before it in this binary's list (0 before the first); a "down" row of a migration
+// it does not have is reported as is. So after an 8.2 binary migrates down to 7.14's schema, the
+// 7.14 binary reports the newest migration that was undone, above its own supported version (real
+// 7.14.3: 1747084615), while the 8.2 binary reports 7.14's version. The stand-in knows one
+// migration per release line, so it counts every version up to its supported one as its own and
+// takes the newest line version below it as "the one before"; that reads histories the real
+// binaries wrote the same way they do. It returns 0 for an empty history.
+func currentDBVersion(ctx context.Context, q querier, f flavour) (int64, error) {
+	rows, err := q.QueryContext(ctx, `SELECT version, direction FROM migrations_history WHERE status != 'failed' ORDER BY tstamp DESC LIMIT 1`)
 	if err != nil {
 		return 0, sqlError(err)
 	}
 	defer rows.Close()
-	downed := map[int64]bool{}
-	for rows.Next() {
-		var v int64
-		var dir string
-		if err := rows.Scan(&v, &dir); err != nil {
-			return 0, sqlError(err)
-		}
-		if dir == "down" {
-			downed[v] = true
-			continue
-		}
-		if !downed[v] {
-			return v, nil
+	if !rows.Next() {
+		return 0, sqlError(rows.Err())
+	}
+	var v int64
+	var dir string
+	if err := rows.Scan(&v, &dir); err != nil {
+		return 0, sqlError(err)
+	}
+	if dir != "down" {
+		return v, nil
+	}
+	if v > f.supportedDBVersion() {
+		return v, nil
+	}
+	var before int64
+	for _, k := range f.knownMigrations() {
+		if k < v {
+			before = k
 		}
 	}
-	return 0, sqlError(rows.Err())
+	return before, nil
 }
 
 func recordMigration(ctx context.Context, conn *sql.Conn, v int64, direction string) error {
@@ -201,13 +213,11 @@ func recordMigration(ctx context.Context, conn *sql.Conn, v int64, direction str
 }
 
 // migrateTo moves the recorded schema to target, one known line at a time, like a migrator running
-// each file. Unknown targets fail in the real message form (§5).
+// each file. Like the real one it takes any target: up, it applies the migrations up to the target
+// (none for a target below the first; all for one above the newest); down, it undoes those above.
 func migrateTo(ctx context.Context, conn *sql.Conn, f flavour, target int64) error {
 	known := f.knownMigrations()
-	if !containsInt(known, target) {
-		return fmt.Errorf("could not migrate to version: %d Reason: no migration with version %d is embedded in this binary (%s)", target, target, version)
-	}
-	cur, err := currentDBVersion(ctx, conn)
+	cur, err := currentDBVersion(ctx, conn, f)
 	if err != nil {
 		return err
 	}
@@ -221,21 +231,12 @@ func migrateTo(ctx context.Context, conn *sql.Conn, f flavour, target int64) err
 			}
 		}
 	case target < cur:
-		if cur > f.supportedDBVersion() {
-			return fmt.Errorf("could not migrate to version: %d Reason: current version %d is newer than this binary's %d and has no down migrations here", target, cur, f.supportedDBVersion())
-		}
 		for i := len(known) - 1; i >= 0; i-- {
 			if v := known[i]; v > target && v <= cur {
 				if err := recordMigration(ctx, conn, v, "down"); err != nil {
 					return err
 				}
 			}
-		}
-		// A history written by a single newer binary may lack the target's own up row.
-		if now, err := currentDBVersion(ctx, conn); err != nil {
-			return err
-		} else if now != target {
-			return recordMigration(ctx, conn, target, "up")
 		}
 	}
 	return nil
@@ -244,7 +245,7 @@ func migrateTo(ctx context.Context, conn *sql.Conn, f flavour, target int64) err
 // migrateToLatest is what `web` does on start and `migrate --migrate-to-latest-version` does. An
 // older binary on a newer schema does not refuse (§0.9): it leaves the schema alone.
 func migrateToLatest(ctx context.Context, conn *sql.Conn, f flavour) error {
-	cur, err := currentDBVersion(ctx, conn)
+	cur, err := currentDBVersion(ctx, conn, f)
 	if err != nil {
 		return err
 	}

@@ -104,6 +104,7 @@ type option struct {
 	required bool
 	env      string // overrides CONCOURSE_<LONG>; "-" means the option has no env var
 	since    [2]int // first release line with this option; zero means every line
+	passive  bool   // accepted as the real binary does, but the stand-in never acts on it
 }
 
 // String is the option's name as go-flags prints it in messages: "-t, --type" or "--bind-port".
@@ -230,8 +231,11 @@ func parseOptions(opts []option, args []string, env *environment, f flavour) (*p
 		p.set[o.long] = true
 	}
 
-	// go-flags reports the env/default error of the last option it visits; we stop at the first one,
-	// which only matters when several env values are malformed at once.
+	// go-flags reports the env/default error of the last option it visits; we keep the first one,
+	// which only matters when several env values are malformed at once. The real binary checks
+	// required flags before it reports an env error (seen: `CONCOURSE_BIND_PORT=x concourse web`
+	// names the missing --tsa-host-key), so the error waits until after that check.
+	var envErr error
 	for _, o := range active {
 		if fromArgv[o.long] {
 			continue
@@ -247,14 +251,8 @@ func parseOptions(opts []option, args []string, env *environment, f flavour) (*p
 		} else {
 			continue
 		}
-		values := []string{raw}
-		if o.kind.isList() {
-			values = strings.Split(raw, ",")
-		}
-		for i, v := range values {
-			if err := setOption(p, o, v, i == 0); err != nil {
-				return nil, err
-			}
+		if err := setFromEnv(p, o, raw); err != nil && envErr == nil {
+			envErr = err
 		}
 	}
 
@@ -272,6 +270,14 @@ func parseOptions(opts []option, args []string, env *environment, f flavour) (*p
 		return nil, errorf("the required flags %s and %s were not specified",
 			strings.Join(missing[:len(missing)-1], ", "), missing[len(missing)-1])
 	}
+	if envErr != nil {
+		return nil, envErr
+	}
+	// go-flags converts the env values of every subcommand's options, not just this one's: a
+	// malformed CONCOURSE_BIND_PORT (a web option) aborts `concourse migrate` too.
+	if err := checkForeignEnv(env, f, active); err != nil {
+		return nil, err
+	}
 
 	for _, o := range active {
 		if o.env != "-" {
@@ -279,6 +285,43 @@ func parseOptions(opts []option, args []string, env *environment, f flavour) (*p
 		}
 	}
 	return p, nil
+}
+
+// setFromEnv sets o from an env value or default: lists split on ',' (§2.1).
+func setFromEnv(p *parsed, o option, raw string) error {
+	values := []string{raw}
+	if o.kind.isList() {
+		values = strings.Split(raw, ",")
+	}
+	for i, v := range values {
+		if err := setOption(p, o, v, i == 0); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkForeignEnv converts the env values of the options of every other subcommand (those not in
+// active), as go-flags does on every invocation, and returns the first conversion error.
+func checkForeignEnv(env *environment, f flavour, active []option) error {
+	handled := map[string]bool{}
+	for _, o := range active {
+		handled[o.envName()] = true
+	}
+	scratch := &parsed{vals: map[string]any{}, raw: map[string]string{}, set: map[string]bool{}}
+	for _, cmd := range commandNames {
+		for _, o := range commandOptions(cmd, f) {
+			if o.env == "-" || !o.availableIn(f) || handled[o.envName()] {
+				continue
+			}
+			if raw, ok := env.lookup(o.envName()); ok {
+				if err := setFromEnv(scratch, o, raw); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	return nil
 }
 
 // setOption validates a choice, converts the value, and stores it (appending for lists).

@@ -121,8 +121,20 @@ func TestParseErrors(t *testing.T) {
 			"error: invalid argument for flag `--tsa-host-key' (expected *flag.PrivateKey): asn1: structure error: tags don't match (16 vs {class:1 tag:15 …", 1},
 		{"ed25519-pkcs8", "", map[string]string{"CONCOURSE_TSA_HOST_KEY": keys["ed25519-pkcs8"]}, []string{"web"},
 			"error: invalid argument for flag `--tsa-host-key' (expected *flag.PrivateKey): key is not a valid RSA private key\n", 1},
-		{"pub-as-private", "", map[string]string{"CONCOURSE_SESSION_SIGNING_KEY": keys["pub"]}, []string{"web"},
+		// With the required TSA host key present: the real binary reports a missing required flag
+		// before any malformed env value (seen on 7.14.3 and 8.2.5).
+		{"pub-as-private", "", with(map[string]string{"CONCOURSE_SESSION_SIGNING_KEY": keys["pub"]}), []string{"web"},
 			"error: invalid argument for flag `--session-signing-key' (expected *flag.PrivateKey): invalid key: Key must be a PEM encoded PKCS1 or PKCS8 key\n", 1},
+		{"required-before-env-errors", "", map[string]string{"CONCOURSE_SESSION_SIGNING_KEY": keys["pub"]}, []string{"web"},
+			"error: the required flag `--tsa-host-key' was not specified\n", 1},
+		// go-flags converts every subcommand's env values: a web option breaks migrate and an
+		// unknown command, a quickstart worker option breaks generate-key.
+		{"foreign-env-breaks-migrate", "", map[string]string{"CONCOURSE_BIND_PORT": "x"}, []string{"migrate", "--supported-db-version"},
+			"error: invalid argument for flag `--bind-port' (expected uint16): strconv.ParseUint: parsing \"x\": invalid syntax\n", 1},
+		{"foreign-env-before-unknown-command", "", map[string]string{"CONCOURSE_LOG_LEVEL": "warn"}, []string{"bogus"},
+			"error: Invalid value `warn' for option `--log-level'. Allowed values are: debug, info, error or fatal\n", 1},
+		{"quickstart-env-breaks-generate-key", "", map[string]string{"CONCOURSE_WORKER_RUNTIME": "bogus"}, []string{"generate-key", "-f", "/nonexistent/k"},
+			"error: Invalid value `bogus' for option `--worker-runtime'. Allowed values are: guardian, containerd or houdini\n", 1},
 		{"authorized-keys-missing", "", with(map[string]string{"CONCOURSE_TSA_AUTHORIZED_KEYS": "/x"}), []string{"web"},
 			"error: invalid argument for flag `--tsa-authorized-keys' (expected flag.AuthorizedKeys): failed to read authorized keys: open /x: no such file or directory\n", 1},
 		{"encryption-key-length", "", with(map[string]string{"CONCOURSE_ENCRYPTION_KEY": "short"}), []string{"web"},

@@ -80,6 +80,12 @@ func run(args []string, env *environment, stdout, stderr io.Writer) int {
 		cmd, rest = a, args[i+1:]
 		break
 	}
+	if cmd == "" || !contains(commandNames, cmd) {
+		// go-flags converts every subcommand's env values before it looks at the command.
+		if err := checkForeignEnv(env, f, nil); err != nil {
+			return fail(stderr, err)
+		}
+	}
 	if cmd == "" {
 		return fail(stderr, errorf("Please specify one command of: %s or %s",
 			strings.Join(commandNames[:len(commandNames)-1], ", "), commandNames[len(commandNames)-1]))
@@ -198,16 +204,8 @@ func printUsage(w io.Writer, cmd string, f flavour) {
 			fmt.Fprintf(w, "  %s\n", c)
 		}
 		return
-	case "web":
-		opts = webOptions(f)
-	case "worker":
-		opts = workerOptions(f)
-	case "migrate":
-		opts = migrateOptions()
-	case "generate-key":
-		opts = generateKeyOptions()
-	case "land-worker", "retire-worker":
-		opts = tsaClientOptions()
+	default:
+		opts = commandOptions(cmd, f)
 	}
 	fmt.Fprintf(w, "Usage:\n  concourse [OPTIONS] %s [%s-OPTIONS]\n\n[%s command options]\n", cmd, cmd, cmd)
 	for _, o := range opts {

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"archive/tar"
 	"bufio"
 	"bytes"
+	"compress/gzip"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -64,7 +66,7 @@ func buildFake(prefixParent, ver string) (string, error) {
 		"resource-types/git/rootfs.tgz":              "not really a tgz",
 		"resource-types/time/resource_metadata.json": `{"type":"time","version":"1.9.0","privileged":false,"unique_version_history":false}`,
 		"resource-types/time/rootfs.tgz":             "not really a tgz",
-		"fly-assets/fly-linux-amd64.tgz":             "fly tarball",
+		"fly-assets/fly-linux-amd64.tgz":             flyTgzFixture(),
 	}
 	for name, content := range files {
 		p := filepath.Join(prefix, name)
@@ -76,6 +78,21 @@ func buildFake(prefixParent, ver string) (string, error) {
 		}
 	}
 	return out, nil
+}
+
+// flyFixture is the `fly` inside the fixture's fly-linux-amd64.tgz, which the web's /api/v1/cli
+// unpacks and serves.
+const flyFixture = "#!/bin/sh\necho fly fixture\n"
+
+func flyTgzFixture() string {
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	tw.WriteHeader(&tar.Header{Name: "fly", Mode: 0o755, Size: int64(len(flyFixture)), Typeflag: tar.TypeReg})
+	tw.Write([]byte(flyFixture))
+	tw.Close()
+	gz.Close()
+	return buf.String()
 }
 
 // keySet is one deployment's keys, written the way the charm writes them.

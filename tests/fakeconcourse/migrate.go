@@ -34,7 +34,7 @@ func runMigrate(c cmdEnv, args []string) error {
 
 	switch {
 	case o.boolean("current-db-version"):
-		v, err := currentDBVersion(ctx, db)
+		v, err := currentDBVersion(ctx, db, c.flavour)
 		if err != nil {
 			return err
 		}

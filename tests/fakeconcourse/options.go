@@ -1,9 +1,19 @@
 package main
 
+import (
+	_ "embed"
+	"fmt"
+	"strings"
+)
+
 // Option tables per subcommand. They cover what a machine charm renders (contract §2.3, §3.1, §4, §5)
-// plus the neighbours whose malformed values a charm could plausibly produce; any other CONCOURSE_*
-// name is unknown and ignored, as in the real binary. `since` marks options that older lines lack, so
-// e.g. CONCOURSE_POSTGRES_APPLICATION_NAME is an unknown (ignored) variable for 7.14.
+// plus the neighbours whose malformed values a charm could plausibly produce, with typed values and
+// the real error texts. Every other option the real binary has is a passive option (real_options.txt):
+// accepted with the real name, argument and choices, never acted on, so an operator's extra flag
+// that the real binary takes is not refused by the stand-in. Any other CONCOURSE_* name is unknown
+// and ignored, as in the real binary. `since` marks options that older lines lack, so e.g.
+// CONCOURSE_POSTGRES_APPLICATION_NAME is an unknown (ignored) variable for 7.14. The fidelity test
+// (fidelity_test.go) checks both tables against the real binaries' --help.
 
 var logLevels = []string{"debug", "info", "error", "fatal"}
 
@@ -56,15 +66,18 @@ func mainTeamRuleOptions() []option {
 	for _, n := range []string{"main-team-gitea-user", "main-team-gitea-org", "main-team-gitea-team"} {
 		out = append(out, option{long: n, kind: kStrings, since: [2]int{8, 2}})
 	}
-	return append(out, option{long: "main-team-config", kind: kFile})
+	return append(out, option{long: "main-team-config", short: 'c', kind: kFile})
 }
 
 func webOptions(f flavour) []option {
 	compression := []string{"gzip", "zstd", "raw"}
 	if f.major >= 8 {
-		compression = append(compression, "s2")
+		// In this order: it is the order of "Allowed values are: …" in the error text.
+		compression = []string{"gzip", "zstd", "s2", "raw"}
 	}
 	strategies := []string{"volume-locality", "random", "fewest-build-containers", "limit-active-tasks", "limit-active-containers", "limit-active-volumes"}
+	// The no-input and check strategies cannot be volume-locality (seen in the real --help).
+	secondaryStrategies := strategies[1:]
 	opts := []option{
 		{long: "bind-ip", kind: kIP, def: "0.0.0.0"},
 		{long: "bind-port", kind: kUint16, def: "8080"},
@@ -98,7 +111,7 @@ func webOptions(f flavour) []option {
 		{long: "tsa-bind-port", kind: kUint16, def: "2222"},
 		{long: "tsa-debug-bind-ip", kind: kIP, def: "127.0.0.1"},
 		{long: "tsa-debug-bind-port", kind: kUint16, def: "2221"},
-		{long: "tsa-peer-address", kind: kString},
+		{long: "tsa-peer-address", kind: kString, def: "127.0.0.1"},
 		{long: "tsa-heartbeat-interval", kind: kDuration, def: "30s"},
 		{long: "tsa-atc-url", kind: kURLs},
 		{long: "tsa-token-url", kind: kURL},
@@ -107,6 +120,49 @@ func webOptions(f flavour) []option {
 		{long: "tsa-scope", kind: kStrings},
 		{long: "tsa-log-level", kind: kString, def: "info", choices: logLevels},
 		{long: "tsa-garden-request-timeout", kind: kDuration, def: "5m"},
+
+		// The dex connectors the charm renders (skymarshal's ldap, generic oauth and oidc flags).
+		// The CA certificates are flag.File (oauth and oidc: []flag.File; the charm renders one).
+		{long: "ldap-display-name", kind: kString},
+		{long: "ldap-host", kind: kString},
+		{long: "ldap-bind-dn", kind: kString},
+		{long: "ldap-bind-pw", kind: kString},
+		{long: "ldap-insecure-no-ssl", kind: kBool},
+		{long: "ldap-insecure-skip-verify", kind: kBool},
+		{long: "ldap-start-tls", kind: kBool},
+		{long: "ldap-ca-cert", kind: kFile},
+		{long: "ldap-user-search-base-dn", kind: kString},
+		{long: "ldap-user-search-filter", kind: kString},
+		{long: "ldap-user-search-username", kind: kString},
+		{long: "ldap-user-search-id-attr", kind: kString},
+		{long: "ldap-user-search-email-attr", kind: kString},
+		{long: "ldap-user-search-name-attr", kind: kString},
+		{long: "ldap-group-search-base-dn", kind: kString},
+		{long: "ldap-group-search-filter", kind: kString},
+		{long: "ldap-group-search-user-attr", kind: kString},
+		{long: "ldap-group-search-group-attr", kind: kString},
+		{long: "ldap-group-search-name-attr", kind: kString},
+		{long: "oauth-display-name", kind: kString},
+		{long: "oauth-client-id", kind: kString},
+		{long: "oauth-client-secret", kind: kString},
+		{long: "oauth-auth-url", kind: kString},
+		{long: "oauth-token-url", kind: kString},
+		{long: "oauth-userinfo-url", kind: kString},
+		{long: "oauth-scope", kind: kStrings},
+		{long: "oauth-groups-key", kind: kString, def: "groups"},
+		{long: "oauth-user-id-key", kind: kString, def: "user_id"},
+		{long: "oauth-user-name-key", kind: kString, def: "user_name"},
+		{long: "oauth-ca-cert", kind: kFile},
+		{long: "oauth-skip-ssl-validation", kind: kBool},
+		{long: "oidc-display-name", kind: kString},
+		{long: "oidc-issuer", kind: kString},
+		{long: "oidc-client-id", kind: kString},
+		{long: "oidc-client-secret", kind: kString},
+		{long: "oidc-scope", kind: kStrings},
+		{long: "oidc-groups-key", kind: kString, def: "groups"},
+		{long: "oidc-user-name-key", kind: kString, def: "username"},
+		{long: "oidc-ca-cert", kind: kFile},
+		{long: "oidc-skip-ssl-validation", kind: kBool},
 
 		{long: "add-local-user", kind: kStrings},
 		{long: "password-connector", kind: kString, def: "local", choices: []string{"local", "ldap"}},
@@ -118,7 +174,8 @@ func webOptions(f flavour) []option {
 		{long: "system-claim-key", kind: kString, def: "aud"},
 		{long: "system-claim-value", kind: kStrings, def: "concourse-worker"},
 
-		{long: "prometheus-bind-ip", kind: kIP},
+		// A plain string in the real binaries (they accept "localhost"), unlike the other bind IPs.
+		{long: "prometheus-bind-ip", kind: kString},
 		{long: "prometheus-bind-port", kind: kUint16},
 		{long: "metrics-host-name", kind: kString},
 		{long: "metrics-attribute", kind: kStrings},
@@ -138,8 +195,8 @@ func webOptions(f flavour) []option {
 		{long: "max-days-to-retain-build-logs", kind: kUint64},
 
 		{long: "container-placement-strategy", kind: kStrings, def: "volume-locality", choices: strategies},
-		{long: "no-input-container-placement-strategy", kind: kString, choices: strategies},
-		{long: "check-container-placement-strategy", kind: kString, def: "random", choices: strategies},
+		{long: "no-input-container-placement-strategy", kind: kString, choices: secondaryStrategies},
+		{long: "check-container-placement-strategy", kind: kString, def: "random", choices: secondaryStrategies},
 		{long: "max-active-tasks-per-worker", kind: kInt, def: "0"},
 		{long: "max-active-containers-per-worker", kind: kInt, def: "0"},
 		{long: "max-active-volumes-per-worker", kind: kInt, def: "0"},
@@ -180,7 +237,8 @@ func webOptions(f flavour) []option {
 	}
 	opts = append(opts, postgresOptions()...)
 	opts = append(opts, encryptionOptions()...)
-	return append(opts, mainTeamRuleOptions()...)
+	opts = append(opts, mainTeamRuleOptions()...)
+	return append(opts, passiveOptions("web")...)
 }
 
 // tsaClientOptions are what worker, land-worker and retire-worker need to reach a TSA.
@@ -245,14 +303,15 @@ func workerOptions(f flavour) []option {
 		option{long: "containerd-mtu", kind: kInt},
 		option{long: "containerd-external-ip", kind: kIP},
 		option{long: "containerd-v6-enable", kind: kBool},
-		option{long: "containerd-v6-pool", kind: kString},
+		option{long: "containerd-v6-pool", kind: kString, def: "fd9c:31a6:c759::/64"},
 		option{long: "containerd-v6-disable-masquerade", kind: kBool},
 		option{long: "containerd-max-containers", kind: kInt, def: "250"},
 		option{long: "containerd-request-timeout", kind: kDuration, def: "5m"},
 		option{long: "containerd-privileged-mode", kind: kString, def: "full", choices: []string{"full", "fuse-only", "ignore"}},
 		option{long: "containerd-seccomp-profile", kind: kFile},
 		option{long: "containerd-oci-hooks-dir", kind: kString},
-		option{long: "containerd-log-level", kind: kString, def: "info", choices: logLevels, since: [2]int{8, 0}},
+		// containerd's own levels, not lager's (real 8.2.5 --help).
+		option{long: "containerd-log-level", kind: kString, def: "info", choices: []string{"trace", "debug", "info", "warn", "error", "fatal", "panic"}, since: [2]int{8, 0}},
 		option{long: "containerd-allowed-device", kind: kStrings, since: [2]int{8, 1}},
 
 		option{long: "garden-bin", kind: kString},
@@ -262,7 +321,7 @@ func workerOptions(f flavour) []option {
 		option{long: "garden-network-pool", kind: kString},
 		option{long: "garden-max-containers", kind: kInt},
 	)
-	return opts
+	return append(opts, passiveOptions("worker")...)
 }
 
 func migrateOptions() []option {
@@ -271,10 +330,10 @@ func migrateOptions() []option {
 		{long: "current-db-version", kind: kBool},
 		{long: "migrate-to-latest-version", kind: kBool},
 		{long: "migrate-db-to-version", kind: kInt},
-		{long: "log-level", kind: kString, def: "info", choices: logLevels},
 	}
 	opts = append(opts, postgresOptions()...)
-	return append(opts, encryptionOptions()...)
+	opts = append(opts, encryptionOptions()...)
+	return append(opts, passiveOptions("migrate")...)
 }
 
 // generateKeyOptions: the options have no namespace, hence the odd env names CONCOURSE_TYPE etc. (§4).
@@ -284,4 +343,99 @@ func generateKeyOptions() []option {
 		{long: "filename", short: 'f', kind: kString, required: true},
 		{long: "bits", short: 'b', kind: kInt, def: "4096"},
 	}
+}
+
+// landRetireOptions: land-worker and retire-worker reach the TSA like a worker and need --name;
+// retire-worker also takes --team (a passive option).
+func landRetireOptions(cmd string) []option {
+	opts := tsaClientOptions()
+	for i := range opts {
+		if opts[i].long == "name" {
+			opts[i].required = true
+		}
+	}
+	return append(opts, passiveOptions(cmd)...)
+}
+
+// realOptionsTable lists, per command, the real binaries' options that the typed tables above do
+// not declare. It is generated from the real `concourse <cmd> --help` of each version by
+// `go test ./tests/fakeconcourse -run TestFidelityStandInDeclaresOptionsLikeTheRealBinary
+// -update-real-options`. Columns (tab-separated): command, since ("8.2" when 7.14.3 lacks it),
+// long name, short name, "=" when it takes an argument, choices ("a|b"), default, env name.
+//
+//go:embed real_options.txt
+var realOptionsTable string
+
+// passiveOptions are cmd's rows of realOptionsTable. They take a string (or nothing, for a bool)
+// and check only the choices: their values' types are not checked, which is the one way the
+// stand-in is more lenient than the real binary for them.
+func passiveOptions(cmd string) []option {
+	var out []option
+	for n, line := range strings.Split(realOptionsTable, "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		col := strings.Split(line, "\t")
+		if len(col) != 8 {
+			panic(fmt.Sprintf("real_options.txt line %d has %d columns; want 8 (regenerate it)", n+1, len(col)))
+		}
+		if col[0] != cmd {
+			continue
+		}
+		o := option{long: col[2], kind: kBool, def: col[6], passive: true}
+		if col[1] == "8.2" {
+			o.since = [2]int{8, 2}
+		}
+		if col[3] != "" {
+			o.short = col[3][0]
+		}
+		if col[4] == "=" {
+			o.kind = kString
+		}
+		if col[5] != "" {
+			o.choices = strings.Split(col[5], "|")
+		}
+		if want := "CONCOURSE_" + strings.ToUpper(strings.ReplaceAll(o.long, "-", "_")); col[7] != want {
+			o.env = col[7]
+			if col[7] == "" {
+				o.env = "-"
+			}
+		}
+		out = append(out, o)
+	}
+	return out
+}
+
+// commandOptions are the options of one subcommand, as `concourse <cmd> --help` lists them.
+func commandOptions(cmd string, f flavour) []option {
+	switch cmd {
+	case "web":
+		return webOptions(f)
+	case "worker":
+		return workerOptions(f)
+	case "migrate":
+		return migrateOptions()
+	case "generate-key":
+		return generateKeyOptions()
+	case "land-worker", "retire-worker":
+		return landRetireOptions(cmd)
+	case "quickstart":
+		return quickstartOptions(f)
+	}
+	return nil
+}
+
+// quickstartOptions are web's options plus worker's under a "worker-" prefix (CONCOURSE_WORKER_*),
+// as the real quickstart declares them. The stand-in does not run quickstart, but go-flags reads
+// these env names on every command, so a malformed CONCOURSE_WORKER_RUNTIME breaks `migrate` too.
+func quickstartOptions(f flavour) []option {
+	opts := webOptions(f)
+	for _, o := range workerOptions(f) {
+		// The proxies keep their un-prefixed lower-case env names (http_proxy …) in quickstart too.
+		o.long = "worker-" + o.long
+		o.short = 0
+		o.required = false
+		opts = append(opts, o)
+	}
+	return opts
 }

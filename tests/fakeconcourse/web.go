@@ -1,6 +1,8 @@
 package main
 
 import (
+	"archive/tar"
+	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -9,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -127,7 +130,7 @@ func runWeb(c cmdEnv, args []string) error {
 	}
 	// §2.3: the Prometheus emitter is on only when both halves are given.
 	if o.isSet("prometheus-bind-ip") && o.isSet("prometheus-bind-port") {
-		if promLn, err = listen("prometheus", o.hostPort("prometheus-bind-ip", "prometheus-bind-port")); err != nil {
+		if promLn, err = listen("prometheus", net.JoinHostPort(o.str("prometheus-bind-ip"), strconv.FormatInt(o.integer("prometheus-bind-port"), 10))); err != nil {
 			return err
 		}
 	}
@@ -338,13 +341,25 @@ func (a *webAPI) handler() http.Handler {
 	return a.headers(mux)
 }
 
-// headers sets what every real response carries (§6.1).
-func (a *webAPI) headers(next http.Handler) http.Handler {
+// headers sets what every real response carries (§6.1), and what only the ATC API's own routes
+// carry (seen on 7.14.3 and 8.2.5): X-Concourse-Version on every API route but not on the
+// /sky/issuer login nor on an unknown path; Vary from the API's gzip wrapper, which fly downloads
+// skip. A successful login says only "no-store" (token sets it).
+func (a *webAPI) headers(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
-		h.Set("X-Concourse-Version", version)
+		_, pattern := mux.Handler(r)
+		api := pattern != "" && strings.HasPrefix(r.URL.Path, "/api/v1/")
+		if api || r.URL.Path == "/" {
+			h.Set("X-Concourse-Version", version)
+		}
+		if api && r.URL.Path != "/api/v1/cli" {
+			h.Set("Vary", "Accept-Encoding")
+		}
 		h.Set("Cache-Control", "no-store, private")
 		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Download-Options", "noopen")
+		h.Set("X-XSS-Protection", "1; mode=block")
 		if v := a.opts.str("x-frame-options"); v != "" {
 			h.Set("X-Frame-Options", v)
 		}
@@ -354,7 +369,7 @@ func (a *webAPI) headers(next http.Handler) http.Handler {
 		if v := a.opts.str("strict-transport-security"); v != "" {
 			h.Set("Strict-Transport-Security", v)
 		}
-		next.ServeHTTP(w, r)
+		mux.ServeHTTP(w, r)
 	})
 }
 
@@ -362,6 +377,15 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	json.NewEncoder(w).Encode(v)
+}
+
+// writeSkyJSON is writeJSON for the /sky/issuer endpoints, which (unlike the ATC API) end their
+// JSON without a newline in the real binaries.
+func writeSkyJSON(w http.ResponseWriter, status int, v any) {
+	b, _ := json.Marshal(v)
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(b)
 }
 
 func (a *webAPI) info(w http.ResponseWriter, r *http.Request) {
@@ -378,16 +402,16 @@ func (a *webAPI) info(w http.ResponseWriter, r *http.Request) {
 func (a *webAPI) token(w http.ResponseWriter, r *http.Request) {
 	id, secret, ok := r.BasicAuth()
 	if !ok || id != "fly" || secret != "Zmx5" {
-		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_client", "error_description": "Invalid client credentials."})
+		writeSkyJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_client", "error_description": "Invalid client credentials."})
 		return
 	}
 	if err := r.ParseForm(); err != nil || r.PostForm.Get("grant_type") != "password" {
-		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "unsupported_grant_type"})
+		writeSkyJSON(w, http.StatusBadRequest, map[string]string{"error": "unsupported_grant_type"})
 		return
 	}
 	name, pass := r.PostForm.Get("username"), r.PostForm.Get("password")
 	if !a.checkPassword(name, pass) {
-		writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "access_denied", "error_description": "Invalid username or password"})
+		writeSkyJSON(w, http.StatusUnauthorized, map[string]string{"error": "access_denied", "error_description": "Invalid username or password"})
 		return
 	}
 	ttl := a.tokenTTL
@@ -405,7 +429,8 @@ func (a *webAPI) token(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
+	w.Header().Set("Cache-Control", "no-store")
+	writeSkyJSON(w, http.StatusOK, map[string]any{
 		"access_token": tok, "token_type": "bearer", "expires_in": int(ttl.Seconds()) - 1, "id_token": idTok,
 	})
 }
@@ -433,7 +458,7 @@ func (a *webAPI) authenticated(next authedHandler) http.HandlerFunc {
 		auth := r.Header.Get("Authorization")
 		scheme, tok, _ := strings.Cut(auth, " ")
 		if !strings.EqualFold(scheme, "bearer") || tok == "" {
-			http.Error(w, "not authorized", http.StatusUnauthorized)
+			notAuthorized(w)
 			return
 		}
 		claims, ok, err := a.reg.lookupToken(r.Context(), strings.TrimSpace(tok))
@@ -442,11 +467,18 @@ func (a *webAPI) authenticated(next authedHandler) http.HandlerFunc {
 			return
 		}
 		if !ok {
-			http.Error(w, "not authorized", http.StatusUnauthorized)
+			notAuthorized(w)
 			return
 		}
 		next(w, r, claims)
 	}
+}
+
+// notAuthorized is the real 401: "not authorized" with no newline (http.Error would add one).
+func notAuthorized(w http.ResponseWriter) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.WriteHeader(http.StatusUnauthorized)
+	io.WriteString(w, "not authorized")
 }
 
 func (a *webAPI) workers(w http.ResponseWriter, r *http.Request, _ tokenClaims) {
@@ -495,23 +527,41 @@ func (a *webAPI) user(w http.ResponseWriter, r *http.Request, c tokenClaims) {
 	})
 }
 
-// cli serves fly from <prefix>/fly-assets like the real web; 500 when the directory is missing.
+// cli serves `fly` for a platform and arch the way the real web does: it opens
+// fly-assets/fly-<platform>-<arch>.tgz beside bin/ and streams the `fly` file inside it; a missing
+// archive is a 500 naming the path.
 func (a *webAPI) cli(w http.ResponseWriter, r *http.Request) {
-	dir := filepath.Join(a.prefix, "fly-assets")
-	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-		http.Error(w, "fly assets not available", http.StatusInternalServerError)
-		return
-	}
 	platform, arch := r.URL.Query().Get("platform"), r.URL.Query().Get("arch")
-	name := fmt.Sprintf("fly-%s-%s.tgz", platform, arch)
-	if platform == "windows" {
-		name = fmt.Sprintf("fly-%s-%s.zip", platform, arch)
-	}
 	if strings.ContainsAny(platform+arch, "/\\.") {
 		http.NotFound(w, r)
 		return
 	}
-	http.ServeFile(w, r, filepath.Join(dir, name))
+	path := filepath.Join(a.prefix, "fly-assets", fmt.Sprintf("fly-%s-%s.tgz", platform, arch))
+	f, err := os.Open(path)
+	if err != nil {
+		http.Error(w, "failed to open tgz archive: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	defer f.Close()
+	gz, err := gzip.NewReader(f)
+	if err != nil {
+		http.Error(w, "failed to create gzip reader: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	tr := tar.NewReader(gz)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			http.Error(w, fmt.Sprintf("failed to find fly in %s: %v", path, err), http.StatusInternalServerError)
+			return
+		}
+		if filepath.Base(h.Name) == "fly" && h.Typeflag == tar.TypeReg {
+			w.Header().Set("Content-Type", "application/octet-stream")
+			w.Header().Set("Content-Length", strconv.FormatInt(h.Size, 10))
+			io.Copy(w, tr)
+			return
+		}
+	}
 }
 
 func (a *webAPI) index(w http.ResponseWriter, r *http.Request) {
@@ -559,7 +609,7 @@ func (a *webAPI) metrics(w http.ResponseWriter, r *http.Request) {
 			counts[wk.State]++
 		}
 	}
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8; escaping=underscores")
 	fmt.Fprintln(w, "# HELP concourse_workers_registered Number of workers per state.")
 	fmt.Fprintln(w, "# TYPE concourse_workers_registered gauge")
 	for _, s := range []string{"running", "stalled", "landing", "landed", "retiring"} {

@@ -208,8 +208,12 @@ func TestWithPostgres(t *testing.T) {
 		if resp, body := get(t, "http://"+w.http+"/", ""); resp.StatusCode != 200 || !bytes.Contains(body, []byte("<html")) {
 			t.Errorf("GET / = %d %q; want 200 HTML", resp.StatusCode, body)
 		}
-		if resp, body := get(t, "http://"+w.http+"/api/v1/cli?arch=amd64&platform=linux", ""); resp.StatusCode != 200 || string(body) != "fly tarball" {
-			t.Errorf("GET /api/v1/cli = %d %q; want the fly-assets file", resp.StatusCode, body)
+		// As the real web: fly unpacked from fly-assets/<…>.tgz, and a 500 naming a missing archive.
+		if resp, body := get(t, "http://"+w.http+"/api/v1/cli?arch=amd64&platform=linux", ""); resp.StatusCode != 200 || string(body) != flyFixture || resp.Header.Get("Content-Type") != "application/octet-stream" {
+			t.Errorf("GET /api/v1/cli = %d %q (%s); want the fly inside fly-assets/fly-linux-amd64.tgz", resp.StatusCode, body, resp.Header.Get("Content-Type"))
+		}
+		if resp, body := get(t, "http://"+w.http+"/api/v1/cli?arch=arm64&platform=linux", ""); resp.StatusCode != 500 || !strings.HasPrefix(string(body), "failed to open tgz archive: open ") {
+			t.Errorf("GET /api/v1/cli for a missing archive = %d %q; want 500 failed to open tgz archive", resp.StatusCode, body)
 		}
 		if resp, _ := get(t, "http://"+w.http+"/api/v1/health", ""); resp.StatusCode != 404 {
 			t.Errorf("7.14 /api/v1/health = %d; want 404 (8.3 only)", resp.StatusCode)
@@ -485,8 +489,15 @@ func TestWithPostgres(t *testing.T) {
 		step(bin714, []string{"--current-db-version"}, "1776182280", "")
 		// Downgrade path (§5): the new binary migrates down to the old one's supported version.
 		step(bin825, []string{"--migrate-db-to-version=1746768931"}, "Successfully migrated to version: 1746768931", "")
-		step(bin714, []string{"--current-db-version"}, "1746768931", "")
-		step(bin825, []string{"--migrate-db-to-version", "123"}, "", "error: could not migrate to version: 123 Reason: no migration with version 123 is embedded in this binary (8.2.5)\n")
+		step(bin825, []string{"--current-db-version"}, "1746768931", "")
+		// The old binary reads the newest undone migration, which it does not have, as the
+		// version (real 7.14.3 after real 8.2.5 went down: 1747084615; here the 8.0 line's).
+		step(bin714, []string{"--current-db-version"}, "1765921815", "")
+		// Any target is taken, as by the real binaries: below the first migration nothing is left.
+		step(bin825, []string{"--migrate-db-to-version", "123"}, "Successfully migrated to version: 123", "")
+		step(bin825, []string{"--current-db-version"}, "0", "")
+		step(bin825, []string{"--migrate-db-to-version=1800000000"}, "Successfully migrated to version: 1800000000", "")
+		step(bin825, []string{"--current-db-version"}, "1776182280", "")
 		// --supported-db-version needs no database at all.
 		bad := map[string]string{"CONCOURSE_POSTGRES_PORT": "1", "CONCOURSE_POSTGRES_PASSWORD": "wrong"}
 		for k, v := range bad {

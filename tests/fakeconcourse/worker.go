@@ -429,12 +429,7 @@ func (b *beacon) runCommand(ctx context.Context, command string) error {
 
 // runLandOrRetire is the standalone `concourse land-worker` / `retire-worker`.
 func runLandOrRetire(c cmdEnv, args []string, command string) error {
-	opts := tsaClientOptions()
-	for i := range opts {
-		if opts[i].long == "name" {
-			opts[i].required = true
-		}
-	}
+	opts := landRetireOptions(command)
 	o, err := parseOptions(opts, args, c.env, c.flavour)
 	if err != nil {
 		return err

@@ -24,6 +24,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -49,6 +50,9 @@ type Cluster struct {
 	superPass string
 	cred      *syscall.Credential // nil when running initdb/pg_ctl as ourselves
 	caPEM     []byte              // with Options.TLS
+
+	charmedMu    sync.Mutex // CreateCharmedDatabase sets up the instance roles once
+	charmedReady bool
 }
 
 // CACertPEM is the CA that signed the server certificate (nil without Options.TLS).
