@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -120,15 +119,27 @@ func realDeps(env juju.Env, paths hooks.Paths, stderr io.Writer) hooks.Deps {
 				Progress:    progress,
 				StripPrefix: "concourse/",
 				Retry:       storage.RetryPolicy{Attempts: 5, Initial: time.Second, Max: 20 * time.Second, Total: 20 * time.Minute},
+				// A release must run and report its version in staging, before it can become current.
+				Probe: func(ctx context.Context, version, dir string) error {
+					return concourse.ProbeRelease(ctx, version, dir, concourse.DefaultProbeTimeout)
+				},
 			})
 		},
 		NewMigrator: func(binary string, env []string) hooks.Migrator {
 			return &concourse.Migrator{Binary: binary, Env: env}
 		},
-		CheckDB: concourse.CheckDB,
+		CheckDB:   concourse.CheckDB,
+		PrepareDB: concourse.PrepareRoleModel,
 		WebInfo: func(ctx context.Context, base string) (string, error) {
 			info, err := concourse.Info(ctx, local, base)
 			return info.Version, err
+		},
+		RetireWorker: func(ctx context.Context, base, user, password, worker string) (bool, error) {
+			token, err := concourse.PasswordToken(ctx, local, base, user, password)
+			if err != nil {
+				return false, fmt.Errorf("logging in to %s as %s: %w", base, user, err)
+			}
+			return concourse.RetireWorker(ctx, local, base, token, worker)
 		},
 		ProbeVersion: probeVersion,
 		EnsureUser: func(name string) (int, int, error) {
@@ -151,16 +162,9 @@ func (l prefixLogger) Printf(format string, args ...any) {
 	fmt.Fprintf(l.w, l.prefix+format+"\n", args...)
 }
 
-// probeVersion runs `<binary> --version`, which every Concourse subcommand answers with the bare
-// version and exit 0 (concourse-contract §1.5).
+// probeVersion runs `<binary> --version` with concourse's bounded probe.
 func probeVersion(ctx context.Context, binary string) (string, error) {
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, binary, "--version").Output()
-	if err != nil {
-		return "", fmt.Errorf("running %s --version: %w", binary, err)
-	}
-	return strings.TrimSpace(string(out)), nil
+	return concourse.ProbeVersion(ctx, binary, concourse.DefaultProbeTimeout)
 }
 
 func newRenderCmd(stdout io.Writer) *cobra.Command {
@@ -218,7 +222,7 @@ func newStorageCmd(stdout, stderr io.Writer) *cobra.Command {
 				return err
 			}
 			fmt.Fprint(stdout, st.String())
-			return nil
+			return nil // disagreements are shown; verify is the command that fails on them
 		},
 	}
 	var full bool
@@ -247,6 +251,16 @@ func newStorageCmd(stdout, stderr io.Writer) *cobra.Command {
 			}
 			if err != nil {
 				return err
+			}
+			// The release can be intact while the root around it disagrees (a kill late in an
+			// install): then bin/concourse or .installed_version is wrong for whoever reads them.
+			problems, err := s.Problems()
+			if err != nil {
+				return err
+			}
+			if len(problems) > 0 {
+				return fmt.Errorf("Concourse %s in %s is intact, but the install root disagrees with current:\n  %s\nthe installing unit repairs this at its next hook (or run any hook there)",
+					v, root, strings.Join(problems, "\n  "))
 			}
 			fmt.Fprintf(stdout, "Concourse %s in %s: OK\n", v, root)
 			return nil

@@ -100,6 +100,9 @@ func (u *unitRun) checkStatus(ctx context.Context) (map[string]string, error) {
 		return nil, err
 	}
 	r := map[string]string{"role": u.role.String(), "mode": u.cfg.Mode, "shared-storage": u.cfg.SharedStorage}
+	for name, what := range noEffectOptions(u.cfg.Opts) {
+		r["option-"+name] = what // options Concourse has no setting for (options.go)
+	}
 	store := u.deps.NewStore(u.deps.Paths.Root, u.f.Env.UnitName, nil)
 	inst, err := store.Installed()
 	r["installed-version"] = inst
@@ -255,6 +258,13 @@ func (u *unitRun) runMigrations(ctx context.Context) (map[string]string, error) 
 	var env []string
 	for _, k := range sortedKeys(vars) {
 		env = append(env, k+"="+vars[k])
+	}
+	// Migrations create tables: on the postgresql charm's role model they must run as the
+	// database's owner role, as the web's own start arranges (PrepareRoleModel is idempotent).
+	if db, ok := u.dbConfig(ctx); ok && u.deps.PrepareDB != nil {
+		if _, err := u.deps.PrepareDB(ctx, db, 30*time.Second); err != nil {
+			return nil, fmt.Errorf("preparing PostgreSQL for the migration: %w", err)
+		}
 	}
 	store := u.deps.NewStore(u.deps.Paths.Root, u.f.Env.UnitName, nil)
 	m := u.deps.NewMigrator(store.BinaryPath(), env)

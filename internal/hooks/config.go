@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
 
 	"github.com/concourse-ci-machine/concourse-ci-machine/internal/concourse"
+	"github.com/concourse-ci-machine/concourse-ci-machine/internal/storage"
 )
 
 // Config is the charm's configuration, validated. Field comments name the option.
@@ -28,8 +30,15 @@ type Config struct {
 	ContainerPlacementStrategy string
 	DNSProxyEnable             bool
 	DNSServers                 []string
+	WorkerRuntime              string // worker-runtime: containerd | guardian | houdini
 	ExtraWebFlags              []string
 	EnableMetrics              bool
+	// Opts holds the checked, non-default values of the option table (options.go), by option.
+	Opts map[string]string
+	// hashPassword turns a local user's password into what web.env holds (bcrypt); nil hashes
+	// afresh. The hooks reuse web.env's hashes (reusingHasher), `render` shows a placeholder.
+	hashPassword func(user, password string) (string, error)
+	hashes       *hashCache // behind hashPassword in the hooks, for the checks file
 }
 
 // ConfigError names the option, the bad value and what is allowed; it becomes the blocked status.
@@ -39,9 +48,18 @@ type ConfigError struct {
 	Allowed string
 }
 
+// Error is the whole status message. The value is cut and quoted (so a newline or a control
+// character stays escaped on one line) and the explanation cut too: a 100 KB value must not
+// become a 100 KB status.
 func (e *ConfigError) Error() string {
-	return fmt.Sprintf("invalid %s %q: %s", e.Option, e.Value, e.Allowed)
+	return fmt.Sprintf("invalid %s %q: %s", e.Option, cut(e.Value, maxStatusValue), cut(e.Allowed, maxStatusReason))
 }
+
+// How much of an operator's value and of an explanation a status shows.
+const (
+	maxStatusValue  = 64
+	maxStatusReason = 320
+)
 
 var (
 	modes          = []string{"auto", "web", "worker", "all"}
@@ -51,6 +69,9 @@ var (
 	logLevels      = []string{"debug", "info", "warn", "error", "fatal"}
 	placements     = []string{"volume-locality", "random", "fewest-build-containers", "limit-active-tasks", "limit-active-containers", "limit-active-volumes"}
 	adminUserChars = "letters, digits, '-', '_' and '.'"
+	// Concourse's runtimes (concourse-contract §3.1); the release carries gdn for guardian and
+	// containerd with runc for containerd, houdini needs nothing.
+	workerRuntimes = []string{"containerd", "guardian", "houdini"}
 )
 
 // parseConfig validates the raw config-get map. The first invalid option wins, in a fixed order so
@@ -83,7 +104,8 @@ func parseConfig(raw map[string]any) (Config, error) {
 	if u := str("release-url"); u != "" {
 		pu, perr := url.Parse(u)
 		if perr != nil || (pu.Scheme != "http" && pu.Scheme != "https") || pu.Host == "" {
-			return c, &ConfigError{"release-url", u, "expected an http(s) base URL laid out like https://github.com/concourse/concourse/releases/download"}
+			// The mirror's credentials, if any, must not reach the status (issue 11 item 6).
+			return c, &ConfigError{"release-url", storage.RedactText(u), "expected an http(s) base URL laid out like https://github.com/concourse/concourse/releases/download"}
 		}
 		c.ReleaseURL = strings.TrimRight(u, "/")
 	}
@@ -150,18 +172,123 @@ func parseConfig(raw map[string]any) (Config, error) {
 		}
 		c.DNSServers = append(c.DNSServers, s)
 	}
+	c.WorkerRuntime = str("worker-runtime")
+	if c.WorkerRuntime == "" {
+		c.WorkerRuntime = concourse.DefaultRuntime
+	}
+	if !contains(workerRuntimes, c.WorkerRuntime) {
+		return c, &ConfigError{"worker-runtime", str("worker-runtime"), "allowed values are " + strings.Join(workerRuntimes, ", ")}
+	}
+	if c.WorkerRuntime == "houdini" && c.DNSProxyEnable {
+		// houdini runs steps as host processes: there is no container network to proxy DNS for.
+		return c, &ConfigError{"containerd-dns-proxy-enable", "true", "worker-runtime houdini has no container network; set it to false or choose worker-runtime containerd"}
+	}
 	if c.EnableMetrics, err = rawBool(raw["enable-metrics"]); err != nil {
 		return c, &ConfigError{"enable-metrics", rawString(raw["enable-metrics"]), "expected true or false"}
 	}
 	if c.EnableMetrics && c.WebPort == metricsPort {
 		return c, &ConfigError{"web-port", strconv.Itoa(c.WebPort), "9391 is the metrics port when enable-metrics is true; choose another"}
 	}
+	if c.Opts, err = parseOptions(raw); err != nil {
+		return c, err
+	}
 	if f := str("extra-web-flags"); f != "" {
-		if c.ExtraWebFlags, err = concourse.SplitFlags(f); err != nil {
-			return c, &ConfigError{"extra-web-flags", f, err.Error()}
+		if c.ExtraWebFlags, err = parseExtraWebFlags(f); err != nil {
+			return c, err
 		}
 	}
 	return c, nil
+}
+
+// parseExtraWebFlags splits extra-web-flags and refuses any flag the charm renders itself (the
+// operator's copy would fight the charm's, and --postgres-password=… would land in argv and the
+// world-readable unit file) and any flag that carries a secret. A refusal names the flag, never
+// its value. The words are checked twice: loosely before splitting, so a string SplitFlags
+// rejects (an unbalanced quote) is not echoed into the status with a password in it, and
+// exactly after, so quoting cannot disguise a name ('--postgres-pass'word=…).
+func parseExtraWebFlags(raw string) ([]string, error) {
+	managed, err := charmWebFlags()
+	if err != nil {
+		return nil, err
+	}
+	for _, o := range optionTable() {
+		// A switch in argv can only agree with its option or turn it on, and the Python charm
+		// had no options for the LDAP TLS switches (operators passed them here): still allowed.
+		if o.Role&roleWeb != 0 && strings.HasPrefix(o.Env, "CONCOURSE_") && o.Type != "boolean" {
+			managed[flagOfEnv(o.Env)] = "option:" + o.Name
+		}
+	}
+	for _, w := range strings.Fields(raw) {
+		if ce := checkExtraWebWord(strings.Trim(w, `'"`), managed); ce != nil {
+			return nil, ce
+		}
+	}
+	words, err := concourse.SplitFlags(raw)
+	if err != nil {
+		return nil, &ConfigError{"extra-web-flags", raw, err.Error()}
+	}
+	for _, w := range words {
+		if ce := checkExtraWebWord(w, managed); ce != nil {
+			return nil, ce
+		}
+	}
+	return words, nil
+}
+
+// checkExtraWebWord judges one word of extra-web-flags: a flag (--name or --name=value; a value
+// given as the next word is judged by its flag), or the environment form NAME=value, which this
+// option does not take.
+func checkExtraWebWord(w string, managed map[string]string) *ConfigError {
+	name, _, hasValue := strings.Cut(w, "=")
+	env := ""
+	switch {
+	case strings.HasPrefix(name, "--") && len(name) > 2:
+		name = strings.ToLower(name) // refusing more than go-flags matches is the safe side
+	case hasValue && envNameRE.MatchString(name):
+		env, name = name, flagOfEnv(name)
+	default:
+		return nil
+	}
+	shown := name
+	if env != "" {
+		shown = env
+	}
+	if v, ok := managed[name]; ok {
+		hint := managedFlagHint(v)
+		if opt, ok := strings.CutPrefix(v, "option:"); ok {
+			hint = "use the " + opt + " option"
+		}
+		return &ConfigError{"extra-web-flags", shown, fmt.Sprintf("the charm sets %s itself: %s", name, hint)}
+	}
+	if carriesSecret(name) {
+		return &ConfigError{"extra-web-flags", shown, fmt.Sprintf("%s carries a secret, which would be readable in the process list and in the world-readable unit file: extra-web-flags takes no secrets, and the charm has no option for this one", name)}
+	}
+	if env != "" {
+		return &ConfigError{"extra-web-flags", shown, fmt.Sprintf("environment variables are not accepted here: give the flag instead, %s=…", name)}
+	}
+	return nil
+}
+
+// envNameRE is a Concourse environment variable, the form web.env uses and this option does not.
+var envNameRE = regexp.MustCompile(`^CONCOURSE_[A-Z0-9_]+$`)
+
+// flagOfEnv is the `concourse web` flag a CONCOURSE_* variable sets: Concourse names each
+// variable after its flag (CONCOURSE_POSTGRES_PASSWORD is --postgres-password).
+func flagOfEnv(env string) string {
+	return "--" + strings.ReplaceAll(strings.ToLower(strings.TrimPrefix(env, "CONCOURSE_")), "_", "-")
+}
+
+// carriesSecret says whether a flag's value is a secret: its name ends in password, secret, key
+// or token (--postgres-password, --github-client-secret, --encryption-key, --vault-client-token),
+// or mentions private. Only the last word counts for the nouns, so settings about secrets stay
+// allowed: --enable-redact-secrets, --secret-cache-duration, --aws-ssm-pipeline-secret-template,
+// --vault-client-token-path (a path), --oauth-token-url.
+func carriesSecret(flag string) bool {
+	words := strings.Split(strings.TrimPrefix(flag, "--"), "-")
+	if contains(words, "private") {
+		return true
+	}
+	return contains([]string{"password", "passwd", "secret", "key", "token"}, words[len(words)-1])
 }
 
 // rawString renders a config value as the operator typed it (json.Number, bool, string).

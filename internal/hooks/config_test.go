@@ -12,7 +12,7 @@ func TestParseConfigDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Mode != "auto" || c.SharedStorage != "none" || c.WebPort != 8080 || c.LogLevel != "info" || c.AdminUser != "admin" || c.Version != "" {
+	if c.Mode != "auto" || c.SharedStorage != "none" || c.WebPort != 8080 || c.LogLevel != "info" || c.AdminUser != "admin" || c.Version != "" || c.WorkerRuntime != "containerd" {
 		t.Errorf("defaults = %+v", c)
 	}
 }
@@ -25,6 +25,7 @@ func TestParseConfigValid(t *testing.T) {
 		"container-placement-strategy": "limit-active-tasks,random", "containerd-dns-proxy-enable": true,
 		"containerd-dns-server": "1.1.1.1, 9.9.9.9", "extra-web-flags": `--cluster-name "CI one" --enable-global-resources`,
 		"release-sha256": strings.Repeat("AB", 32), "release-url": "http://mirror.internal/concourse/",
+		"worker-runtime": "guardian",
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -43,6 +44,7 @@ func TestParseConfigValid(t *testing.T) {
 		{"flags", strings.Join(c.ExtraWebFlags, "|"), "--cluster-name|CI one|--enable-global-resources"},
 		{"sha256 lower-cased", c.ReleaseSHA256, strings.Repeat("ab", 32)},
 		{"release-url trimmed", c.ReleaseURL, "http://mirror.internal/concourse"},
+		{"worker-runtime", c.WorkerRuntime, "guardian"},
 	}
 	for _, ch := range checks {
 		if ch.got != ch.want {
@@ -76,6 +78,7 @@ func TestParseConfigInvalid(t *testing.T) {
 		{"release-sha256", "abc", []string{"release-sha256", "64"}},
 		{"release-url", "ftp://x", []string{"release-url"}},
 		{"tag", `a b`, []string{"tag"}},
+		{"worker-runtime", "docker", []string{"worker-runtime", `"docker"`, "containerd, guardian, houdini"}},
 	}
 	for _, c := range cases {
 		t.Run(c.key, func(t *testing.T) {
@@ -127,5 +130,34 @@ func TestDecideRole(t *testing.T) {
 	oldLeader, newLeader := decideRole("auto", false), decideRole("auto", true)
 	if oldLeader.Web || !oldLeader.Worker || !newLeader.Web || newLeader.Worker {
 		t.Errorf("after a leadership change: old leader %v, new leader %v", oldLeader, newLeader)
+	}
+}
+
+// houdini has no container network: the DNS proxy cannot be turned on for it, while the
+// containerd-dns-server default is simply not rendered (see TestRenderGolden's worker-houdini).
+func TestParseConfigHoudiniDNSProxy(t *testing.T) {
+	t.Parallel()
+	_, err := parseConfig(map[string]any{"worker-runtime": "houdini", "containerd-dns-proxy-enable": true})
+	if err == nil || !strings.Contains(err.Error(), "containerd-dns-proxy-enable") || !strings.Contains(err.Error(), "houdini") {
+		t.Fatalf("worker-runtime=houdini with the DNS proxy on: %v; want a containerd-dns-proxy-enable error naming houdini", err)
+	}
+	if _, err := parseConfig(map[string]any{"worker-runtime": "houdini", "containerd-dns-server": "1.1.1.1"}); err != nil {
+		t.Fatalf("worker-runtime=houdini with the default DNS servers: %v; want it accepted", err)
+	}
+}
+
+// Issue 11 item 6: a mirror's credentials in an invalid release-url do not reach the status.
+func TestInvalidReleaseURLStatusHidesCredentials(t *testing.T) {
+	t.Parallel()
+	_, err := parseConfig(map[string]any{"release-url": "ftp://mirror-user:s3cret-pw@mirror.internal/concourse"})
+	if err == nil {
+		t.Fatal("ftp:// release-url accepted")
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "s3cret-pw") || strings.Contains(msg, "mirror-user") {
+		t.Errorf("status %q shows the mirror's credentials", msg)
+	}
+	if !strings.Contains(msg, "mirror.internal") || !strings.Contains(msg, "invalid release-url") {
+		t.Errorf("status %q no longer names the option and the host", msg)
 	}
 }

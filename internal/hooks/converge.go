@@ -42,6 +42,7 @@ type unitRun struct {
 	tsaPub           string // this unit's TSA host public key (web role)
 	workerPub        string // this unit's worker public key (worker role)
 	newAdminPassword string // generated in this hook, before the secret is committed
+	adminRead        string // the admin password, when this hook read its secret (recordAdmin)
 }
 
 // converge is the one pipeline every hook runs: gather facts, validate, decide, apply, report.
@@ -126,7 +127,16 @@ func (u *unitRun) run(ctx context.Context) error {
 	if !u.status.found {
 		u.status.waiting("Setting up: waiting for the next hook")
 	}
-	return u.juju.SetStatus(ctx, u.status.best)
+	if err := u.juju.SetStatus(ctx, u.status.best); err != nil {
+		return err
+	}
+	// Last, once nothing can fail any more: what the cache says was published is what Juju
+	// commits (relcache.go, invariants 5 and 6).
+	if u.f.Kept != nil {
+		u.recordAdmin()
+		return saveRelationCache(u.deps.Paths.StateDir, u.f.Kept)
+	}
+	return nil
 }
 
 // leaderDuties are the decisions only the leader takes for the application: which version to
@@ -296,7 +306,22 @@ func (u *unitRun) ensureInstalled(ctx context.Context) {
 			damaged = true
 		}
 	}
-	if installed == u.want && !damaged {
+	// A kill late in an install (after `current` switched, before the marker or the bin,
+	// resource-types and fly-assets links were renamed) leaves the release right and the root
+	// around it wrong; only Install repairs that, so the installer goes there (it finds the
+	// release installed and downloads nothing). Others may be on a read-only share: they report it.
+	repair := false
+	if pc, ok := u.store.(interface{ Problems() ([]string, error) }); ok && installed == u.want && !damaged {
+		if ps, err := pc.Problems(); err == nil && len(ps) > 0 {
+			if u.installer() {
+				u.logf("install root %s disagrees with current, repairing: %s", u.deps.Paths.Root, strings.Join(ps, "; "))
+				repair = true
+			} else {
+				u.jlog(juju.LogWarning, fmt.Sprintf("install root %s disagrees with current (the installing unit repairs it): %s", u.deps.Paths.Root, strings.Join(ps, "; ")))
+			}
+		}
+	}
+	if installed == u.want && !damaged && !repair {
 		if u.installer() && u.f.Event.Name == "update-status" {
 			// A full or read-only root is found before the next upgrade needs it.
 			if err := u.store.CheckWritable(); err != nil {
@@ -335,11 +360,13 @@ func (u *unitRun) ensureInstalled(ctx context.Context) {
 		u.status.blocked(fmt.Sprintf("Cannot install Concourse v%s: %v", u.want, err))
 		return
 	}
-	_ = u.juju.SetStatus(ctx, juju.Status{Name: juju.StatusMaintenance, Message: fmt.Sprintf("Downloading Concourse v%s...", u.want)})
+	if !repair {
+		_ = u.juju.SetStatus(ctx, juju.Status{Name: juju.StatusMaintenance, Message: fmt.Sprintf("Downloading Concourse v%s...", u.want)})
+	}
 	res, err := u.store.Install(ctx, u.want, src)
 	if err != nil {
 		u.status.blocked(installFailure(u.want, src, err))
-		u.jlog(juju.LogError, fmt.Sprintf("installing Concourse %s failed: %v", u.want, err))
+		u.jlog(juju.LogError, storage.RedactText(fmt.Sprintf("installing Concourse %s failed: %v", u.want, err)))
 		return
 	}
 	if res.Downloaded {
@@ -352,6 +379,10 @@ func (u *unitRun) ensureInstalled(ctx context.Context) {
 func (u *unitRun) setInstalled(v string) {
 	u.installed = v
 	if p, err := filepath.EvalSymlinks(u.store.BinaryPath()); err == nil {
+		u.binary = p
+	} else if p, err := filepath.EvalSymlinks(filepath.Join(u.deps.Paths.Root, storage.CurrentLink, "bin", "concourse")); err == nil {
+		// bin is missing (an install killed before it was linked, not yet repaired): current is
+		// the truth, and units name the resolved versioned path anyway.
 		u.binary = p
 	} else {
 		u.binary = u.store.BinaryPath()
@@ -402,13 +433,32 @@ func (u *unitRun) source(ctx context.Context) (storage.Source, error) {
 	return src, nil
 }
 
-// installFailure turns an install error into a status that names the problem and the fix.
+// installFailure turns an install error into a status that names the problem and the fix. The
+// status is public (juju status): credentials in release-url never reach it.
 func installFailure(version string, src storage.Source, err error) string {
+	return storage.RedactText(installFailureText(version, src, err))
+}
+
+func installFailureText(version string, src storage.Source, err error) string {
 	var ce *storage.ChecksumError
 	var de *storage.DownloadError
 	var ue *storage.UnsafePathError
 	var nw *storage.NotWritableError
+	var df *storage.DiskFullError
+	var re *storage.RefusedError
+	var pe *storage.ProbeError
+	var tl *storage.TooLargeError
+	var se *storage.StallError
 	switch {
+	case errors.As(err, &df):
+		return fmt.Sprintf("Cannot install Concourse v%s: %v", version, df)
+	case errors.As(err, &re):
+		return fmt.Sprintf("Concourse v%s from %s was refused: %s; set another version or release-url/release-sha256, or attach a good concourse-release resource (remove %s to retry the same source)",
+			version, re.Source, re.Reason, re.Record)
+	case errors.As(err, &pe):
+		return fmt.Sprintf("Concourse v%s rejected, its binary does not work (%v); the current release keeps running: use another release-url or attach the concourse-release resource", version, pe.Err)
+	case errors.As(err, &tl):
+		return fmt.Sprintf("Concourse v%s rejected: %v", version, tl)
 	case errors.As(err, &ce):
 		return fmt.Sprintf("Concourse v%s failed verification (%v): check release-url/release-sha256 or the attached resource", version, err)
 	case errors.As(err, new(*storage.ArchiveError)):
@@ -417,14 +467,12 @@ func installFailure(version string, src storage.Source, err error) string {
 		return fmt.Sprintf("Concourse v%s tarball rejected (%v): use an official release tarball", version, err)
 	case errors.As(err, &nw):
 		return err.Error()
+	case errors.As(err, &se):
+		return fmt.Sprintf("Cannot download Concourse v%s: the download stalled (%v): check the mirror at release-url and the model proxy, or attach the concourse-release resource", version, se)
 	case errors.As(err, &de):
 		return fmt.Sprintf("Cannot download Concourse v%s (%v): check release-url, the model proxy, or attach the concourse-release resource", version, err)
 	}
-	where := src.URL
-	if src.LocalPath != "" {
-		where = src.LocalPath
-	}
-	return fmt.Sprintf("Installing Concourse v%s from %s failed: %v", version, where, err)
+	return fmt.Sprintf("Installing Concourse v%s from %s failed: %v", version, src, err)
 }
 
 func (u *unitRun) act(format string, args ...any) {

@@ -30,6 +30,8 @@ type Juju interface {
 	ClosePort(ctx context.Context, p juju.Port) error
 	OpenedPorts(ctx context.Context) ([]juju.Port, error)
 	PrivateAddress(ctx context.Context) (string, error)
+	NetworkGet(ctx context.Context, binding string) (juju.Network, error)
+	NetworkGetRelation(ctx context.Context, binding string, id int) (juju.Network, error)
 	ActionParams(ctx context.Context, v any) error
 	SetActionResults(ctx context.Context, results map[string]string) error
 	FailAction(ctx context.Context, msg string) error
@@ -107,8 +109,14 @@ type Deps struct {
 	NewMigrator func(binary string, env []string) Migrator
 	// CheckDB proves credentials with a real connection before the web (re)starts.
 	CheckDB func(ctx context.Context, c concourse.DBConfig, timeout time.Duration) error
+	// PrepareDB readies a database in the postgresql charm's role model before migrating and
+	// starting the web (concourse.PrepareRoleModel); nil skips it.
+	PrepareDB func(ctx context.Context, c concourse.DBConfig, timeout time.Duration) (concourse.RoleModel, error)
 	// WebInfo asks a web node's /api/v1/info for its version; nil skips the readiness probe.
 	WebInfo func(ctx context.Context, baseURL string) (string, error)
+	// RetireWorker retires a worker through the web's API at baseURL, logged in as user
+	// (concourse.RetireWorker); found is false when the web knows no such worker. nil skips it.
+	RetireWorker func(ctx context.Context, baseURL, user, password, worker string) (found bool, err error)
 	// WebStartWait bounds how long a hook waits for a (re)started web to answer (default 1 min).
 	WebStartWait time.Duration
 	// ProbeVersion runs `<binary> --version` and returns the bare version.

@@ -76,13 +76,38 @@ type Facts struct {
 	Event     juju.Event
 	RawConfig map[string]any
 	Leader    bool
-	Address   string
+	Addr      Addresses // where this unit is reached, per binding (web role only)
 	Peers     *RelationFacts
 	TSA       []RelationFacts
 	Flight    []RelationFacts
 	DB        *DBFacts
 	Metrics   []int // monitoring relation ids (we only write there)
 	State     LocalState
+	// Kept is the relation cache (relcache.go): other units' bags as the relation hooks
+	// delivered them, and what this unit last published. Saved when the convergence succeeds.
+	Kept *relationCache
+}
+
+// Addresses are where other units reach this one, from Juju's network model: the first ingress
+// address of each binding (network-get), so a machine with several interfaces, a space binding or
+// a cross-model relation publishes the address the other side can reach, not unit-get's private
+// address. Only a web publishes addresses, so only a web asks (a steady worker's hook costs no
+// network-get).
+type Addresses struct {
+	// Peers (peers binding) is what the units of this application dial: tsa-host on the peer
+	// relation, CONCOURSE_PEER_ADDRESS (web nodes reach each other there), and a mode=all unit's
+	// own TSA.
+	Peers string
+	// Web (tsa binding) is the default external URL, as in the reference charm (its order: tsa,
+	// peers, default), so a refresh keeps the URL. tsa is the endpoint the web provides to the
+	// outside of its application; peers is intra-application traffic, often an internal space.
+	Web string
+	// TSA is, per tsa relation, the address that worker application dials (network-get -r: the
+	// public address across models).
+	TSA map[int]string
+	// Metrics is, per monitoring relation, the address that Prometheus scrapes (network-get -r);
+	// gathered only while enable-metrics is on.
+	Metrics map[int]string
 }
 
 // LocalState is what this unit did, kept on its own disk: the inputs each service was started
@@ -107,7 +132,8 @@ type ServiceRecord struct {
 }
 
 func (h *handler) gather(ctx context.Context) (*Facts, error) {
-	f := &Facts{Env: h.deps.Env, Event: h.deps.Env.Event()}
+	f := &Facts{Env: h.deps.Env, Event: h.deps.Env.Event(), Kept: h.openRelationCache()}
+	live := map[int]bool{} // every relation id relation-ids lists, to drop the others from the cache
 	var err error
 	if f.RawConfig, err = h.juju.Config(ctx); err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
@@ -117,34 +143,97 @@ func (h *handler) gather(ctx context.Context) (*Facts, error) {
 		h.logf("is-leader failed, assuming not leader: %v", err)
 		f.Leader = false
 	}
-	if f.Address, err = h.juju.PrivateAddress(ctx); err != nil {
-		return nil, fmt.Errorf("reading the unit address: %w", err)
-	}
-	if f.Peers, err = h.peerFacts(ctx); err != nil {
+	if f.Peers, err = h.peerFacts(ctx, f.Kept, live); err != nil {
 		return nil, err
 	}
-	if f.TSA, err = h.relationFacts(ctx, epTSA); err != nil {
+	if f.TSA, err = h.relationFacts(ctx, f.Kept, live, epTSA); err != nil {
 		return nil, err
 	}
-	if f.Flight, err = h.relationFacts(ctx, epFlight); err != nil {
+	if f.Flight, err = h.relationFacts(ctx, f.Kept, live, epFlight); err != nil {
 		return nil, err
 	}
 	// Only a web reads the database relation (the leader, which requests the database, is a web
 	// in every mode that has one): workers skip its relation reads and secret fetches, which
 	// would otherwise cost every hook on every worker four hook-tool calls.
 	if decideRole(strings.TrimSpace(rawString(f.RawConfig["mode"])), f.Leader).Web {
-		if f.DB, err = h.dbFacts(ctx, f.Leader); err != nil {
+		if f.DB, err = h.dbFacts(ctx, f.Kept, live, f.Leader); err != nil {
 			return nil, err
 		}
 	}
 	if f.Metrics, err = h.liveIDs(ctx, epMetrics); err != nil {
 		return nil, err
 	}
+	for _, id := range f.Metrics {
+		live[id] = true
+	}
+	if decideRole(strings.TrimSpace(rawString(f.RawConfig["mode"])), f.Leader).Web {
+		metrics, _ := rawBool(f.RawConfig["enable-metrics"]) // invalid: nothing is published anyway
+		if f.Addr, err = h.addresses(ctx, f, metrics); err != nil {
+			return nil, err
+		}
+	}
 	f.State, err = loadState(h.deps.Paths.StateDir)
 	if err != nil {
 		return nil, err
 	}
+	f.Kept.prune(live)
+	f.Kept.observeLeadership(f.Leader, f.Event)
 	return f, nil
+}
+
+// addresses asks network-get for the bindings a web uses in this hook: peers and tsa, one -r per
+// tsa relation, and one -r per monitoring relation while metrics are on. The hook-tool calls grow
+// with the related applications, never with the number of workers.
+func (h *handler) addresses(ctx context.Context, f *Facts, metrics bool) (Addresses, error) {
+	a := Addresses{TSA: map[int]string{}, Metrics: map[int]string{}}
+	var private string // unit-get, only if some binding has no answer
+	get := func(binding string, id int) (string, error) {
+		var n juju.Network
+		var err error
+		if id < 0 {
+			n, err = h.juju.NetworkGet(ctx, binding)
+		} else {
+			n, err = h.juju.NetworkGetRelation(ctx, binding, id)
+		}
+		if err != nil && !errors.Is(err, juju.ErrNoNetworkConfig) {
+			return "", err
+		}
+		if addr := n.Ingress(); err == nil && addr != "" {
+			return addr, nil
+		}
+		// An agent that does not know the binding (older Juju) or has no address for it yet.
+		why := "no ingress address"
+		if err != nil {
+			why = err.Error()
+		}
+		if private == "" {
+			if private, err = h.juju.PrivateAddress(ctx); err != nil {
+				return "", fmt.Errorf("reading the unit address: %w", err)
+			}
+		}
+		h.jlog(juju.LogWarning, fmt.Sprintf("%s: using the private address %s (unit-get) for binding %s", why, private, binding))
+		return private, nil
+	}
+	var err error
+	if a.Peers, err = get(epPeers, -1); err != nil {
+		return a, err
+	}
+	if a.Web, err = get(epTSA, -1); err != nil {
+		return a, err
+	}
+	for _, r := range f.TSA {
+		if a.TSA[r.ID], err = get(epTSA, r.ID); err != nil {
+			return a, err
+		}
+	}
+	if metrics {
+		for _, id := range f.Metrics {
+			if a.Metrics[id], err = get(epMetrics, id); err != nil {
+				return a, err
+			}
+		}
+	}
+	return a, nil
 }
 
 // liveIDs drops the relation that is breaking in this hook: relation-ids still lists it during
@@ -173,10 +262,9 @@ func (h *handler) unitBags(ctx context.Context, id int) (map[string]map[string]s
 	bags := make(map[string]map[string]string, len(units))
 	for _, u := range units {
 		// A departing unit's data stays readable for the whole relation (juju-contract §2.2); it
-		// must stop counting now, so its worker key is revoked in the same hook.
-		if u == h.deps.Env.DepartingUnit {
-			continue
-		}
+		// must stop counting now, so its worker key is revoked in the same hook: the relation
+		// cache leaves it out of this hook's facts (cachedUnitBags), and keeps it only where it
+		// is not departing.
 		d, err := h.juju.RelationData(ctx, id, u)
 		if errors.Is(err, juju.ErrRelationNotFound) {
 			continue
@@ -189,36 +277,38 @@ func (h *handler) unitBags(ctx context.Context, id int) (map[string]map[string]s
 	return bags, nil
 }
 
-func (h *handler) peerFacts(ctx context.Context) (*RelationFacts, error) {
+func (h *handler) peerFacts(ctx context.Context, kept *relationCache, live map[int]bool) (*RelationFacts, error) {
 	ids, err := h.liveIDs(ctx, epPeers)
 	if err != nil || len(ids) == 0 {
 		return nil, err
 	}
 	rf := &RelationFacts{ID: ids[0], RemoteApp: h.deps.Env.AppName}
+	live[rf.ID] = true
 	if rf.AppData, err = h.juju.AppRelationData(ctx, rf.ID, h.deps.Env.AppName); err != nil {
 		return nil, fmt.Errorf("reading peer application data: %w", err)
 	}
-	if rf.Units, err = h.unitBags(ctx, rf.ID); err != nil {
+	if rf.Units, err = h.cachedUnitBags(ctx, kept, epPeers, rf.ID); err != nil {
 		return nil, err
 	}
 	return rf, nil
 }
 
-func (h *handler) relationFacts(ctx context.Context, endpoint string) ([]RelationFacts, error) {
+func (h *handler) relationFacts(ctx context.Context, kept *relationCache, live map[int]bool, endpoint string) ([]RelationFacts, error) {
 	ids, err := h.liveIDs(ctx, endpoint)
 	if err != nil {
 		return nil, err
 	}
 	var out []RelationFacts
 	for _, id := range ids {
+		live[id] = true
 		rf := RelationFacts{ID: id}
-		if rf.RemoteApp, err = h.juju.RelationApp(ctx, id); err != nil {
+		if rf.RemoteApp, err = h.relationApp(ctx, kept, id); err != nil {
 			return nil, fmt.Errorf("reading the remote application of relation %d: %w", id, err)
 		}
 		if rf.AppData, err = h.juju.AppRelationData(ctx, id, rf.RemoteApp); err != nil {
 			return nil, fmt.Errorf("reading %s's application data: %w", rf.RemoteApp, err)
 		}
-		if rf.Units, err = h.unitBags(ctx, id); err != nil {
+		if rf.Units, err = h.cachedUnitBags(ctx, kept, endpoint, id); err != nil {
 			return nil, err
 		}
 		out = append(out, rf)
@@ -226,13 +316,16 @@ func (h *handler) relationFacts(ctx context.Context, endpoint string) ([]Relatio
 	return out, nil
 }
 
-func (h *handler) dbFacts(ctx context.Context, leader bool) (*DBFacts, error) {
+func (h *handler) dbFacts(ctx context.Context, kept *relationCache, live map[int]bool, leader bool) (*DBFacts, error) {
 	ids, err := h.liveIDs(ctx, epPostgres)
 	if err != nil || len(ids) == 0 {
 		return nil, err
 	}
+	for _, id := range ids {
+		live[id] = true
+	}
 	db := &DBFacts{RelationID: ids[0]}
-	app, err := h.juju.RelationApp(ctx, db.RelationID)
+	app, err := h.relationApp(ctx, kept, db.RelationID)
 	if err != nil {
 		return nil, fmt.Errorf("reading the database application: %w", err)
 	}
@@ -297,63 +390,49 @@ func loadState(dir string) (LocalState, error) {
 // webUnits lists the TSA endpoints and public keys published by web units this unit can reach,
 // sorted so that rendered files (and their hashes) do not depend on map order.
 func webUnits(f *Facts) (hosts, keys []string, version string) {
-	seenH, seenK := map[string]bool{}, map[string]bool{}
-	add := func(bag map[string]string) {
-		h, k := bag[keyTSAHost], bag[keyTSAPublicKey]
-		if h == "" && bag[keyWebIP] != "" {
-			h = fmt.Sprintf("%s:%d", bag[keyWebIP], tsaPort)
-		}
-		if h == "" || k == "" {
-			return
-		}
-		if !seenH[h] {
-			seenH[h] = true
-			hosts = append(hosts, h)
-		}
-		if !seenK[k] {
-			seenK[k] = true
-			keys = append(keys, strings.TrimSpace(k))
-		}
-	}
-	if f.Peers != nil {
-		for _, bag := range f.Peers.Units {
-			add(bag)
-		}
-		version = f.Peers.AppData[keyWebVersion]
-	}
-	for _, r := range f.Flight {
-		for _, bag := range r.Units {
-			add(bag)
-		}
-		if version == "" {
-			version = r.AppData[keyWebVersion]
-		}
-	}
-	sort.Strings(hosts)
-	sort.Strings(keys)
+	hosts, keys, version, _ = tsaEndpoints(f)
 	return hosts, keys, version
 }
 
-// workerKeys lists the worker public keys of every related worker, sorted and de-duplicated.
-func workerKeys(f *Facts) []string {
+// workerKeys lists the worker public keys of every related worker, canonical, sorted and
+// de-duplicated. A value that is not exactly one SSH public key is refused, never written: over
+// tsa it comes from another application, and a newline or command="…" would authorize more than
+// that worker's key.
+func workerKeys(f *Facts) (keys []string, refused []keyRefusal) {
 	seen := map[string]bool{}
-	var keys []string
-	add := func(bag map[string]string) {
-		if k := strings.TrimSpace(bag[keyWorkerKey]); k != "" && !seen[k] {
+	// Values the relation cache already found canonical need no second parse (keptUnit).
+	canonical := map[string]bool{}
+	if f.Peers != nil {
+		f.Kept.canonicalWorkerKeys(f.Peers.ID, canonical)
+	}
+	for _, r := range f.TSA {
+		f.Kept.canonicalWorkerKeys(r.ID, canonical)
+	}
+	add := func(unit string, bag map[string]string) {
+		v := bag[keyWorkerKey]
+		if strings.TrimSpace(v) == "" {
+			return // not published yet
+		}
+		k, ok := v, true
+		if !canonical[v] {
+			k, ok = checkedKey(unit, keyWorkerKey, v, &refused)
+		}
+		if ok && !seen[k] {
 			seen[k] = true
 			keys = append(keys, k)
 		}
 	}
 	if f.Peers != nil {
-		for _, bag := range f.Peers.Units {
-			add(bag)
+		for unit, bag := range f.Peers.Units {
+			add(unit, bag)
 		}
 	}
 	for _, r := range f.TSA {
-		for _, bag := range r.Units {
-			add(bag)
+		for unit, bag := range r.Units {
+			add(unit, bag)
 		}
 	}
 	sort.Strings(keys)
-	return keys
+	sortRefusals(refused)
+	return keys, refused
 }

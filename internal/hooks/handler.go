@@ -88,10 +88,11 @@ func (h *handler) teardown(ctx context.Context) error {
 		return err
 	}
 	u := &unitRun{handler: h, f: &Facts{Env: h.deps.Env}, state: st}
-	if err := u.removeService(ctx, webService, &u.state.Web, u.path(fileWebEnv)); err != nil {
+	// The worker first: with mode=all it may retire through this unit's own TSA.
+	if err := u.removeService(ctx, workerSvc, &u.state.Worker, u.path(fileWorkerEnv)); err != nil {
 		return err
 	}
-	if err := u.removeService(ctx, workerSvc, &u.state.Worker, u.path(fileWorkerEnv)); err != nil {
+	if err := u.removeService(ctx, webService, &u.state.Web, u.path(fileWebEnv)); err != nil {
 		return err
 	}
 	// This unit no longer runs a release: garbage collection may drop the one it ran.

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -375,7 +376,7 @@ func TestActions(t *testing.T) {
 	if last.Results["username"] != "admin" || len(last.Results["password"]) < 24 || last.Status == "failed" {
 		t.Errorf("get-admin-password on the web = %+v", last)
 	}
-	if !strings.Contains(w.readFile(u0, fileWebEnv), "admin:"+last.Results["password"]) {
+	if !webEnvHasLocalUser(t, w.readFile(u0, fileWebEnv), "admin", last.Results["password"]) {
 		t.Error("the action's password is not the one the web uses")
 	}
 	if err := w.hook(u1, jujutest.HookInfo{ActionName: "get-admin-password"}); err != nil {
@@ -526,7 +527,7 @@ func TestRefreshFromReferenceMovesAdminPassword(t *testing.T) {
 	if got := w.m.AppData(peers, app)["admin-password"]; got != "" {
 		t.Errorf("plaintext password still in peer data: %q", got)
 	}
-	if env := w.readFile(u0, fileWebEnv); !strings.Contains(env, `"admin:Legacy-Passw0rd"`) {
+	if env := w.readFile(u0, fileWebEnv); !webEnvHasLocalUser(t, env, "admin", "Legacy-Passw0rd") {
 		t.Errorf("web.env does not keep the reference's password:\n%s", env)
 	}
 }
@@ -870,4 +871,29 @@ func TestWorkersDoNotReadDatabaseSecrets(t *testing.T) {
 		t.Error("a worker read the database credentials")
 	}
 	w.wantStatus(u1, "active: Worker ready (v7.14.3)")
+}
+
+// Issue 8 §3: on the postgresql charm's role model the web prepares the database (its sessions
+// run as the owner role) before it migrates, and a failure to do so blocks with the reason
+// instead of starting a web that cannot write.
+func TestDatabasePreparedBeforeMigrating(t *testing.T) {
+	w := newWorld(t, 1, pinned)
+	w.deploy()
+	w.addPostgres()
+	if len(w.prepared) < 2 || w.prepared[0] != "prepare" || !slices.Contains(w.prepared, "migrate") ||
+		slices.Index(w.prepared, "migrate") < slices.Index(w.prepared, "prepare") {
+		t.Errorf("order = %q; want prepare before the first migrate", w.prepared)
+	}
+	w.wantStatus(u0, "active: Web server ready (v7.14.3) http://127.0.2.10:8080")
+
+	w2 := newWorld(t, 1, pinned)
+	w2.prepErr = errString(`cannot prepare database "concourse" for user "relation-4": it may not SET ROLE charmed_concourse_owner: relate the charm to PostgreSQL again`)
+	w2.deploy()
+	w2.addPostgres()
+	if got := w2.status(u0); !strings.HasPrefix(got, "blocked: Preparing PostgreSQL for Concourse failed: ") || !strings.Contains(got, "SET ROLE charmed_concourse_owner") {
+		t.Errorf("status = %q", got)
+	}
+	if w2.svcs[u0].active[webService] || slices.Contains(w2.prepared, "migrate") {
+		t.Errorf("web started or migrated (%q) on a database it could not prepare", w2.prepared)
+	}
 }

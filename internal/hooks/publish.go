@@ -16,20 +16,36 @@ var (
 	workerUnitKeys = []string{keyWorkerKey, keyRunning}
 )
 
-func (u *unitRun) publish(ctx context.Context) error {
+// publication is what this unit should have published once the hook is over: every bag it
+// writes, as plain data built from the run's decisions without I/O. publishSteps turns the part
+// that differs from what Juju already holds into named steps.
+type publication struct {
+	Writes     []relationWrite
+	AppVersion string // application-version-set; "" leaves it
+}
+
+// relationWrite is one bag this unit writes.
+type relationWrite struct {
+	ID   int
+	App  bool              // the application bag (leader only)
+	Data map[string]string // "" deletes a key
+	What string            // for the step and its error: "the TSA on relation 3"
+	// Peers marks the peer application bag: Data holds only what differs from the peer data
+	// read in this hook (setPeerApp), so it is written whenever it is not empty.
+	Peers bool
+}
+
+func (u *unitRun) publication() (publication, error) {
+	var p publication
 	bag := map[string]string{}
 	for _, k := range append(append([]string{}, webUnitKeys...), workerUnitKeys...) {
 		bag[k] = u.unitData[k] // "" deletes
 	}
 	if u.f.Peers != nil {
-		if err := u.juju.SetRelationData(ctx, u.f.Peers.ID, bag); err != nil {
-			return fmt.Errorf("publishing on the peer relation: %w", err)
-		}
+		p.Writes = append(p.Writes, relationWrite{ID: u.f.Peers.ID, Data: bag, What: "on the peer relation"})
 		if u.f.Leader && len(u.peerApp) > 0 {
-			if err := u.juju.SetAppRelationData(ctx, u.f.Peers.ID, u.peerApp); err != nil {
-				return fmt.Errorf("publishing application data on the peer relation: %w", err)
-			}
-			u.act("Publish %s on the peer relation", describe(u.peerApp))
+			p.Writes = append(p.Writes, relationWrite{ID: u.f.Peers.ID, App: true, Peers: true, Data: u.peerApp,
+				What: "application data on the peer relation"})
 		}
 	}
 	for _, r := range u.f.TSA {
@@ -37,9 +53,12 @@ func (u *unitRun) publish(ctx context.Context) error {
 		for _, k := range webUnitKeys {
 			web[k] = u.unitData[k]
 		}
-		if err := u.juju.SetRelationData(ctx, r.ID, web); err != nil {
-			return fmt.Errorf("publishing the TSA on relation %d: %w", r.ID, err)
+		if addr := u.f.Addr.TSA[r.ID]; addr != "" && web[keyTSAHost] != "" {
+			// What this worker application can reach: network-get -r gives the public address
+			// across models, where the peers address would be unreachable.
+			web[keyTSAHost], web[keyWebIP] = tsaHost(addr), addr
 		}
+		p.Writes = append(p.Writes, relationWrite{ID: r.ID, Data: web, What: fmt.Sprintf("the TSA on relation %d", r.ID)})
 		if u.f.Leader && u.role.Web {
 			// A separate worker application has no peer relation with us: the installed and
 			// running versions travel here, and wake its units as the peer data wakes ours.
@@ -50,23 +69,78 @@ func (u *unitRun) publish(ctx context.Context) error {
 				}
 			}
 			if len(app) > 0 {
-				if err := u.juju.SetAppRelationData(ctx, r.ID, app); err != nil {
-					return fmt.Errorf("publishing versions on relation %d: %w", r.ID, err)
-				}
+				p.Writes = append(p.Writes, relationWrite{ID: r.ID, App: true, Data: app, What: fmt.Sprintf("versions on relation %d", r.ID)})
 			}
 		}
 	}
 	for _, r := range u.f.Flight {
 		wk := map[string]string{keyWorkerKey: u.unitData[keyWorkerKey], keyRunning: u.unitData[keyRunning]}
-		if err := u.juju.SetRelationData(ctx, r.ID, wk); err != nil {
-			return fmt.Errorf("publishing the worker key on relation %d: %w", r.ID, err)
-		}
+		p.Writes = append(p.Writes, relationWrite{ID: r.ID, Data: wk, What: fmt.Sprintf("the worker key on relation %d", r.ID)})
 	}
-	if err := u.publishMetrics(ctx); err != nil {
+	metrics, err := u.metricsWrites()
+	if err != nil {
+		return p, err
+	}
+	p.Writes = append(p.Writes, metrics...)
+	p.AppVersion = u.runningVersion()
+	return p, nil
+}
+
+// publishSteps is the difference between the publication and what this unit already published
+// (the relation cache's record, relcache.go invariant 6): unchanged data is not written again,
+// and application-version-set runs only when the version changes.
+func (u *unitRun) publishSteps(p publication) []step {
+	var steps []step
+	for _, w := range p.Writes {
+		switch {
+		case w.Peers:
+		case w.App && u.f.Kept.sameAppData(w.ID, w.Data):
+			continue
+		case !w.App && u.f.Kept.samePublished(w.ID, w.Data):
+			continue
+		}
+		steps = append(steps, step{Summary: "Publish " + w.What, Do: func(ctx context.Context) error {
+			var err error
+			if w.App {
+				err = u.juju.SetAppRelationData(ctx, w.ID, w.Data)
+			} else {
+				err = u.juju.SetRelationData(ctx, w.ID, w.Data)
+			}
+			if err != nil {
+				return fmt.Errorf("publishing %s: %w", w.What, err)
+			}
+			switch {
+			case w.Peers:
+				u.act("Publish %s on the peer relation", describe(w.Data))
+			case w.App:
+				u.f.Kept.recordAppData(w.ID, w.Data)
+			default:
+				u.f.Kept.recordPublished(w.ID, w.Data)
+			}
+			return nil
+		}})
+	}
+	// The last version set is kept with the relation cache, which a failed hook does not save,
+	// and install/upgrade-charm start from an empty one (so it is set again).
+	if v := p.AppVersion; v != "" && (u.f.Kept == nil || u.f.Kept.AppVersion != v) {
+		steps = append(steps, step{Summary: "Set the application version " + v, Do: func(ctx context.Context) error {
+			if err := u.juju.SetAppVersion(ctx, v); err != nil {
+				return err
+			}
+			u.f.Kept.setAppVersion(v)
+			return nil
+		}})
+	}
+	return steps
+}
+
+func (u *unitRun) publish(ctx context.Context) error {
+	p, err := u.publication()
+	if err != nil {
 		return err
 	}
-	if v := u.runningVersion(); v != "" && u.f.Event.Name != "update-status" {
-		if err := u.juju.SetAppVersion(ctx, v); err != nil {
+	for _, s := range u.publishSteps(p) {
+		if err := s.Do(ctx); err != nil {
 			return err
 		}
 	}
@@ -83,21 +157,20 @@ func (u *unitRun) runningVersion() string {
 	return ""
 }
 
-// publishMetrics speaks the prometheus_scrape interface on the monitoring relation: the leader
+// metricsWrites speak the prometheus_scrape interface on the monitoring relation: the leader
 // publishes the scrape job ("*" stands for each unit's address), each web unit its address.
 // Nothing is advertised while enable-metrics is off (the reference advertised :9391 regardless:
 // weakness #15), and workers, which serve no metrics, publish no address.
-func (u *unitRun) publishMetrics(ctx context.Context) error {
+func (u *unitRun) metricsWrites() ([]relationWrite, error) {
+	var out []relationWrite
 	serving := u.role.Web && u.cfg.EnableMetrics && u.state.Web != nil
 	for _, id := range u.f.Metrics {
 		unit := map[string]string{"prometheus_scrape_unit_address": "", "prometheus_scrape_unit_name": ""}
 		if serving {
-			unit["prometheus_scrape_unit_address"] = u.f.Address
+			unit["prometheus_scrape_unit_address"] = u.f.Addr.Metrics[id]
 			unit["prometheus_scrape_unit_name"] = u.f.Env.UnitName
 		}
-		if err := u.juju.SetRelationData(ctx, id, unit); err != nil {
-			return fmt.Errorf("publishing the metrics endpoint on relation %d: %w", id, err)
-		}
+		out = append(out, relationWrite{ID: id, Data: unit, What: fmt.Sprintf("the metrics endpoint on relation %d", id)})
 		if !u.f.Leader {
 			continue
 		}
@@ -110,25 +183,39 @@ func (u *unitRun) publishMetrics(ctx context.Context) error {
 		}
 		jobsJSON, err := json.Marshal(jobs)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		meta, err := json.Marshal(map[string]string{
 			"model": u.f.Env.ModelName, "model_uuid": u.f.Env.ModelUUID, "application": u.f.Env.AppName,
 			"unit": u.f.Env.UnitName, "charm_name": "concourse-ci-machine",
 		})
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if err := u.juju.SetAppRelationData(ctx, id, map[string]string{"scrape_jobs": string(jobsJSON), "scrape_metadata": string(meta)}); err != nil {
-			return fmt.Errorf("publishing the scrape job on relation %d: %w", id, err)
-		}
+		out = append(out, relationWrite{ID: id, App: true, Data: map[string]string{"scrape_jobs": string(jobsJSON), "scrape_metadata": string(meta)},
+			What: fmt.Sprintf("the scrape job on relation %d", id)})
 	}
-	return nil
+	return out, nil
 }
 
 // ensurePorts opens the web port and the TSA port on a web unit and closes everything else the
 // unit opened, including the old web-port after a change.
 func (u *unitRun) ensurePorts(ctx context.Context) error {
+	opened, err := u.juju.OpenedPorts(ctx)
+	if err != nil {
+		return fmt.Errorf("listing opened ports: %w", err)
+	}
+	for _, s := range u.portSteps(u.desiredPorts(), opened) {
+		if err := s.Do(ctx); err != nil {
+			return err
+		}
+		u.act("%s", s.Summary)
+	}
+	return nil
+}
+
+// desiredPorts are the ports this unit should have open, by their juju.Port string: plain data.
+func (u *unitRun) desiredPorts() map[string]juju.Port {
 	want := map[string]juju.Port{}
 	if u.role.Web {
 		ports := []int{u.cfg.WebPort, tsaPort}
@@ -140,18 +227,23 @@ func (u *unitRun) ensurePorts(ctx context.Context) error {
 			want[port.String()] = port
 		}
 	}
-	opened, err := u.juju.OpenedPorts(ctx)
-	if err != nil {
-		return fmt.Errorf("listing opened ports: %w", err)
-	}
+	return want
+}
+
+// portSteps is the difference between the wanted ports and the opened ones: closes first, in the
+// order opened-ports gave, then opens, sorted.
+func (u *unitRun) portSteps(want map[string]juju.Port, opened []juju.Port) []step {
+	var steps []step
 	have := map[string]bool{}
 	for _, p := range opened {
 		have[p.String()] = true
 		if _, ok := want[p.String()]; !ok {
-			if err := u.juju.ClosePort(ctx, p); err != nil {
-				return fmt.Errorf("closing port %s: %w", p, err)
-			}
-			u.act("Close port %s", p)
+			steps = append(steps, step{Summary: "Close port " + p.String(), Do: func(ctx context.Context) error {
+				if err := u.juju.ClosePort(ctx, p); err != nil {
+					return fmt.Errorf("closing port %s: %w", p, err)
+				}
+				return nil
+			}})
 		}
 	}
 	names := make([]string, 0, len(want))
@@ -161,13 +253,16 @@ func (u *unitRun) ensurePorts(ctx context.Context) error {
 	sort.Strings(names)
 	for _, n := range names {
 		if !have[n] {
-			if err := u.juju.OpenPort(ctx, want[n]); err != nil {
-				return fmt.Errorf("opening port %s: %w", n, err)
-			}
-			u.act("Open port %s", n)
+			p := want[n]
+			steps = append(steps, step{Summary: "Open port " + n, Do: func(ctx context.Context) error {
+				if err := u.juju.OpenPort(ctx, p); err != nil {
+					return fmt.Errorf("opening port %s: %w", n, err)
+				}
+				return nil
+			}})
 		}
 	}
-	return nil
+	return steps
 }
 
 func describe(m map[string]string) string {

@@ -14,7 +14,7 @@ type RenderInput struct {
 	Config   map[string]any
 	Leader   bool
 	Unit     string // e.g. concourse-ci-machine/0
-	Address  string // unit address
+	Address  string // unit address, standing for every binding's (render knows no Juju)
 	TSAHosts []string
 	Version  string // installed version, for the binary path
 	Paths    Paths
@@ -29,6 +29,7 @@ func Render(w io.Writer, in RenderInput) error {
 	if err != nil {
 		return err
 	}
+	cfg.hashPassword = placeholderHash // render knows no password: it shows where a hash goes
 	role := decideRole(cfg.Mode, in.Leader)
 	version := in.Version
 	if version == "" {
@@ -46,6 +47,9 @@ func Render(w io.Writer, in RenderInput) error {
 			return err
 		}
 		section(w, filepath.Join(in.Paths.ConfigDir, fileWebEnv), "0640 root:concourse", env)
+		for _, f := range webOptionFiles(cfg.Opts, in.Paths) {
+			section(w, f.Path, "0644", f.Data)
+		}
 		section(w, filepath.Join(in.Paths.SystemdDir, webService), "0644", unit)
 		if cfg.EnableMetrics {
 			fmt.Fprintf(w, "# ports opened: %d/tcp (web), %d/tcp (TSA), %d/tcp (metrics)\n\n", cfg.WebPort, tsaPort, metricsPort)
@@ -56,7 +60,7 @@ func Render(w io.Writer, in RenderInput) error {
 	if role.Worker {
 		hosts := in.TSAHosts
 		if role.Web {
-			hosts = append(hosts, fmt.Sprintf("%s:%d", in.Address, tsaPort))
+			hosts = append(hosts, tsaHost(in.Address))
 		}
 		if len(hosts) == 0 {
 			hosts = []string{"<web address>:2222"}

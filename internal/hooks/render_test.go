@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"bytes"
+	"encoding/json"
 	"flag"
 	"os"
 	"path/filepath"
@@ -34,7 +35,16 @@ func TestRenderGolden(t *testing.T) {
 			"containerd-dns-proxy-enable": "true", "containerd-dns-server": "10.0.0.2,10.0.0.3",
 		}, []string{"10.0.0.5:2222", "10.0.0.6:2222"}},
 		{"worker-no-dns", false, map[string]any{"mode": "worker", "version": "8.2.5", "containerd-dns-server": ""}, []string{"10.0.0.5:2222"}},
+		{"worker-houdini", false, map[string]any{"mode": "worker", "version": "8.2.5", "worker-runtime": "houdini"}, []string{"10.0.0.5:2222"}},
 		{"all", false, map[string]any{"mode": "all", "version": "7.14.3", "log-level": "warn"}, nil},
+		{"all-login-options", true, map[string]any{"mode": "all", "version": "7.14.3",
+			"extra-local-users": "alice:alice-pw,bob:$2a$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy", "main-team-local-user": "alice",
+			"ldap-host": "ldap.corp:636", "ldap-bind-dn": "cn=ro,dc=corp", "ldap-bind-pw": "secret:d0a1b2c3d4e5f6g7h8i9",
+			"ldap-user-search-base-dn": "ou=people,dc=corp", "ldap-ca-cert": testCAPEMFixed(t), "main-team-ldap-group": "ci-admins",
+			"oidc-issuer": "https://sso.corp", "oidc-client-id": "ci", "oidc-client-secret": "oidc-secret", "oidc-scope": "groups email",
+			"encryption-key": "0123456789abcdef", "default-build-logs-to-retain": json.Number("20"), "gc-failed-grace-period": "48h",
+			"http-proxy": "http://proxy.corp:3128", "no-proxy": "localhost,.corp", "worker-procs": json.Number("4"),
+		}, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -4,14 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/concourse-ci-machine/concourse-ci-machine/internal/concourse"
 	"github.com/concourse-ci-machine/concourse-ci-machine/internal/juju"
+	"github.com/concourse-ci-machine/concourse-ci-machine/internal/storage"
 )
 
 // Files the charm owns on each unit, relative to Paths.ConfigDir / Paths.SystemdDir.
@@ -93,12 +96,13 @@ func (u *unitRun) keyBits() int {
 	return concourse.DefaultKeyBits
 }
 
-// webURL is what users reach: the external-url option, else the unit's address.
+// webURL is what users reach: the external-url option, else the tsa binding's address (see
+// Addresses.Web).
 func (u *unitRun) webURL() string {
 	if u.cfg.ExternalURL != "" {
 		return u.cfg.ExternalURL
 	}
-	return fmt.Sprintf("http://%s:%d", hostForURL(u.f.Address), u.cfg.WebPort)
+	return fmt.Sprintf("http://%s:%d", hostForURL(u.f.Addr.Web), u.cfg.WebPort)
 }
 
 func hostForURL(addr string) string {
@@ -108,6 +112,9 @@ func hostForURL(addr string) string {
 	return addr
 }
 
+// tsaHost is the host:port workers dial for the TSA at addr (IPv6 in brackets).
+func tsaHost(addr string) string { return net.JoinHostPort(addr, strconv.Itoa(tsaPort)) }
+
 // ensureWeb converges the web service: published TSA identity, authorized worker keys, the
 // environment file and unit, and a (re)start only when their inputs changed.
 func (u *unitRun) ensureWeb(ctx context.Context) (ready bool, err error) {
@@ -115,8 +122,9 @@ func (u *unitRun) ensureWeb(ctx context.Context) (ready bool, err error) {
 		return false, u.removeService(ctx, webService, &u.state.Web, u.path(fileWebEnv))
 	}
 	if u.tsaPub != "" {
-		u.unitData[keyTSAHost] = fmt.Sprintf("%s:%d", u.f.Address, tsaPort)
-		u.unitData[keyWebIP] = u.f.Address
+		// The peer relation's values; each tsa relation gets its own address (publish).
+		u.unitData[keyTSAHost] = tsaHost(u.f.Addr.Peers)
+		u.unitData[keyWebIP] = u.f.Addr.Peers
 		u.unitData[keyTSAPublicKey] = u.tsaPub
 	}
 	if u.state.Web != nil {
@@ -130,7 +138,7 @@ func (u *unitRun) ensureWeb(ctx context.Context) (ready bool, err error) {
 	if !ok {
 		return false, u.stopWebForDatabase(ctx)
 	}
-	password, err := u.adminPassword(ctx)
+	password, err := u.webAdminPassword(ctx) // reads the secret only when web.env lacks it (relcache.go)
 	if err != nil {
 		return false, err
 	}
@@ -138,14 +146,30 @@ func (u *unitRun) ensureWeb(ctx context.Context) (ready bool, err error) {
 		u.status.waiting("Waiting for the leader to create the admin password")
 		return false, nil
 	}
-	env, envFile, unitFile, err := renderWeb(u.cfg, u.deps.Paths, u.f.Address, u.binary, password, db)
+	// The URL users reach comes from the tsa binding, the address web nodes reach each other
+	// on (CONCOURSE_PEER_ADDRESS) from peers.
+	webCfg := u.cfg
+	webCfg.ExternalURL = u.webURL()
+	if webCfg, err = u.resolveOptionSecrets(ctx, webCfg); err != nil {
+		u.status.blocked(err.Error())
+		return false, nil
+	}
+	env, envFile, unitFile, err := renderWeb(webCfg, u.deps.Paths, u.f.Addr.Peers, u.binary, password, db)
 	if err != nil {
 		u.status.blocked(fmt.Sprintf("Invalid web configuration: %v", err))
 		return false, nil
 	}
 	// Rebuilt from the relation data of this hook, so departed workers lose access at once
 	// (reference weakness #28); a change is applied with SIGHUP, never a restart.
-	keys := workerKeys(u.f)
+	keys, refused := workerKeys(u.f)
+	if len(refused) > 0 {
+		// The web keeps serving the workers whose keys are valid; the refused ones are named
+		// in the status (see keyRefusal) and in juju-log, and their values are not written.
+		u.logRefusals(refused)
+		for _, r := range refused {
+			u.status.note(r.status())
+		}
+	}
 	if u.role.Worker && u.workerPub != "" && !contains(keys, u.workerPub) {
 		keys = append(keys, u.workerPub)
 	}
@@ -156,6 +180,11 @@ func (u *unitRun) ensureWeb(ctx context.Context) (ready bool, err error) {
 	files := []fileSpec{
 		{Path: u.path(keyAuthorized), Data: authorized, Mode: 0o640, UID: 0, GID: u.webGID},
 		{Path: u.path(fileWebEnv), Data: envFile, Mode: 0o640, UID: 0, GID: u.webGID},
+	}
+	optFiles := webOptionFiles(webCfg.Opts, u.deps.Paths) // CA certificates of the login providers
+	files = append(files, optFiles...)
+	if webCfg.hashes != nil {
+		files = append(files, fileSpec{Path: u.path(fileHashChecks), Data: webCfg.hashes.file(), Mode: 0o600, UID: 0, GID: 0})
 	}
 	var caPEM []byte
 	if db.CACert != "" {
@@ -179,11 +208,22 @@ func (u *unitRun) ensureWeb(ctx context.Context) (ready bool, err error) {
 		Version: u.installed,
 		Binary:  u.binary,
 	}
+	if len(optFiles) > 0 {
+		spec.Inputs["login CAs"] = hashOfFiles(optFiles) // absent before, so no restart without them
+	}
 	envList := envListOf(env)
+	if msg := u.encryptionRefusal(ctx, webCfg, db, envFile); msg != "" {
+		u.status.blocked(msg) // nothing written: the running web keeps its keys
+		return false, nil
+	}
 	var preStart []step
 	if u.state.MigrationHold != 0 {
 		preStart = append(preStart, step{Summary: fmt.Sprintf("Check that Concourse %s supports schema %d, where run-migrations left the database", u.installed, u.state.MigrationHold),
 			Do: func(ctx context.Context) error { return u.checkMigrationHold(ctx, envList) }})
+	}
+	// A web moving to another release stops before anything migrates (see stopForUpgrade).
+	if proceed, err := u.stopForUpgrade(ctx, db, envList); err != nil || !proceed {
+		return false, err
 	}
 	plan, err := u.planService(ctx, spec, append(preStart,
 		// Prove the credentials before touching a running web (reference weakness #29: the
@@ -191,6 +231,17 @@ func (u *unitRun) ensureWeb(ctx context.Context) (ready bool, err error) {
 		step{Summary: fmt.Sprintf("Check PostgreSQL at %s:%d", db.Host, db.Port), Do: func(ctx context.Context) error {
 			if err := u.deps.CheckDB(ctx, db, 10*time.Second); err != nil {
 				return blocked("PostgreSQL check failed: %v", err)
+			}
+			// The postgresql charm's role model: Concourse's sessions must run as the database's
+			// owner role. Before migrating, and at every start so a new release's tables are covered.
+			if u.deps.PrepareDB != nil {
+				m, err := u.deps.PrepareDB(ctx, db, 30*time.Second)
+				if err != nil {
+					return blocked("Preparing PostgreSQL for Concourse failed: %v", err)
+				}
+				if m.Changed() {
+					u.logf("database roles: %s", m)
+				}
 			}
 			return nil
 		}},
@@ -220,7 +271,35 @@ func (u *unitRun) ensureWeb(ctx context.Context) (ready bool, err error) {
 	u.unitData[keyWebVersion] = u.state.Web.Version
 	u.setPeerApp(keyWebVersion, u.state.Web.Version)
 	u.tsaApp[keyWebVersion] = u.state.Web.Version
+	u.retireDeparted(ctx, password)
 	return true, nil
+}
+
+// retireDeparted retires, through the API, the worker of a unit that is leaving a relation this
+// web serves. Its key has just left the TSA's authorized keys (above), so the worker can neither
+// retire nor land by itself any more (the TSA refuses its handshake) and would stay in
+// `fly workers` as stalled. A failure is logged: the worker would only stall, as before.
+func (u *unitRun) retireDeparted(ctx context.Context, password string) {
+	ev := u.f.Event
+	if ev.RelationEvent != "departed" || (ev.Endpoint != epPeers && ev.Endpoint != epTSA) || u.deps.RetireWorker == nil {
+		return
+	}
+	unit := u.f.Env.DepartingUnit
+	if unit == "" {
+		unit = u.f.Env.RemoteUnit
+	}
+	if unit == "" || unit == u.f.Env.UnitName {
+		return // this unit is the one leaving: its own teardown retires its worker
+	}
+	name := storage.UnitTag(unit)
+	base := fmt.Sprintf("http://127.0.0.1:%d", u.cfg.WebPort)
+	found, err := u.deps.RetireWorker(ctx, base, u.cfg.AdminUser, password, name)
+	switch {
+	case err != nil:
+		u.jlog(juju.LogWarning, fmt.Sprintf("retiring worker %s of departed unit %s: %v", name, unit, err))
+	case found:
+		u.act("Retire worker %s: %s left the %s relation", name, unit, ev.Endpoint)
+	}
 }
 
 // waitWeb polls the web's /api/v1/info on loopback until it reports the version it was started
@@ -264,6 +343,16 @@ func (u *unitRun) migrate(ctx context.Context, env []string) error {
 	if err != nil {
 		return blocked("Cannot read the schema version Concourse v%s supports: %v", u.installed, err)
 	}
+	if hold := u.state.MigrationHold; hold != 0 && hold == supported {
+		// run-migrations moved the schema down to exactly what this release supports (the hold
+		// check before this step made sure). Nothing to migrate, and --current-db-version cannot
+		// tell: an older release reports the newest migration it lacks that was rolled back
+		// (real 7.14.3 says 1747084615 on a database 8.2.5 migrated down to 1746768931).
+		u.state.MigrationHold = 0
+		u.changed = true
+		u.logf("the database is at schema %d, where run-migrations left it for Concourse %s", hold, u.installed)
+		return nil
+	}
 	current, err := m.CurrentVersion(ctx)
 	if err != nil {
 		return blocked("Cannot read the database schema version: %v", err)
@@ -282,6 +371,71 @@ func (u *unitRun) migrate(ctx context.Context, env []string) error {
 	return nil
 }
 
+// stopForUpgrade keeps every web of the application off a schema newer than its binary: an old
+// web left running while the new release migrates fails on the tables it no longer knows (the
+// 7.14.3 web on 8.2.5's schema logs "column nbi.version_md5 does not exist"). A web whose
+// release changes stops first; when the schema moves, the leader migrates once no other web of
+// the application still publishes an older running version, and the other webs wait, stopped,
+// until the leader's web runs the new release (its peers publication wakes them). proceed is
+// false while this unit must wait; the status says for what.
+func (u *unitRun) stopForUpgrade(ctx context.Context, db concourse.DBConfig, env []string) (proceed bool, err error) {
+	rec := u.state.Web
+	if rec == nil || rec.Version == u.installed {
+		return true, nil
+	}
+	active, err := u.deps.Services.IsActive(ctx, webService)
+	if err != nil {
+		return false, err
+	}
+	if active {
+		// Prove the credentials before taking the running web down (the plan checks again).
+		if err := u.deps.CheckDB(ctx, db, 10*time.Second); err != nil {
+			u.status.blocked(fmt.Sprintf("PostgreSQL check failed: %v", err))
+			return false, nil
+		}
+		if err := u.deps.Services.Stop(ctx, webService); err != nil {
+			return false, fmt.Errorf("stopping %s before the upgrade: %w", webService, err)
+		}
+		u.act("Stop %s (Concourse %s) before the database moves to Concourse %s", webService, rec.Version, u.installed)
+	}
+	// Stopped: the other webs must not wait for this one.
+	u.unitData[keyWebVersion] = ""
+	m := u.deps.NewMigrator(u.binary, env)
+	supported, err := m.SupportedVersion(ctx)
+	if err != nil {
+		return true, nil // the migrate step reports it
+	}
+	current, err := m.CurrentVersion(ctx)
+	if err != nil || current >= supported {
+		return true, nil // nothing to migrate, or the migrate step reports why not
+	}
+	if !u.f.Leader {
+		u.status.waiting(fmt.Sprintf("Waiting for the leader to migrate the database to Concourse %s (schema %d → %d)", u.installed, current, supported))
+		return false, nil
+	}
+	if old := u.oldWebs(); len(old) > 0 {
+		u.status.waiting(fmt.Sprintf("Waiting for %s to stop before migrating the database to Concourse %s", strings.Join(old, ", "), u.installed))
+		return false, nil
+	}
+	return true, nil
+}
+
+// oldWebs names the other web units of the application that publish a running version other
+// than the installed one.
+func (u *unitRun) oldWebs() []string {
+	if u.f.Peers == nil {
+		return nil
+	}
+	var out []string
+	for unit, bag := range u.f.Peers.Units {
+		if v := bag[keyWebVersion]; bag[keyTSAHost] != "" && v != "" && v != u.installed {
+			out = append(out, fmt.Sprintf("%s (running %s)", unit, v))
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
 // checkMigrationHold keeps a web from starting on a schema that run-migrations moved down,
 // until the installed release supports exactly that schema (it would migrate straight back up).
 func (u *unitRun) checkMigrationHold(ctx context.Context, env []string) error {
@@ -293,8 +447,8 @@ func (u *unitRun) checkMigrationHold(ctx context.Context, env []string) error {
 	if err != nil || supported != hold {
 		return blocked("The database was migrated to schema %d by run-migrations; set version to the release that supports it (Concourse v%s supports %d), or run run-migrations without target-version to undo", hold, u.installed, supported)
 	}
-	u.state.MigrationHold = 0
-	u.changed = true
+	// The hold is cleared by the migrate step that follows: it needs to know the schema was put
+	// here on purpose.
 	return nil
 }
 
@@ -395,6 +549,7 @@ func (u *unitRun) removeService(ctx context.Context, name string, rec **ServiceR
 			if err := u.deps.Services.Kill(ctx, name, "SIGUSR2"); err != nil {
 				u.logf("retiring %s: %v", name, err)
 			}
+			u.awaitRetired(ctx, name)
 		}
 	}
 	if err := u.deps.Services.Stop(ctx, name); err != nil {
@@ -417,6 +572,33 @@ func (u *unitRun) removeService(ctx context.Context, name string, rec **ServiceR
 	return nil
 }
 
+// retireWait bounds how long a leaving worker gets to retire through the TSA and exit.
+const retireWait = 15 * time.Second
+
+// awaitRetired waits (bounded) for a worker told to retire to exit by itself. One that is still
+// running by then cannot reach the TSA, usually because the web already dropped its key when
+// this unit departed (the web retires it through the API then: retireDeparted): it is killed,
+// since a plain stop would land it (the unit's KillSignal) and wait TimeoutStopSec (300 s) for a
+// TSA that refuses it, past the hook's own deadline.
+func (u *unitRun) awaitRetired(ctx context.Context, name string) {
+	ctx, cancel := context.WithTimeout(ctx, retireWait)
+	defer cancel()
+	for {
+		if active, err := u.deps.Services.IsActive(ctx, name); err == nil && !active {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			u.logf("%s did not retire within %s; killing it", name, retireWait)
+			if err := u.deps.Services.Kill(context.WithoutCancel(ctx), name, "SIGKILL"); err != nil {
+				u.logf("killing %s: %v", name, err)
+			}
+			return
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
 func envListOf(vars []concourse.EnvVar) []string {
 	out := make([]string, 0, len(vars))
 	for _, v := range vars {
@@ -433,6 +615,11 @@ func renderWeb(cfg Config, p Paths, address, binary, password string, db concour
 	if ext == "" {
 		ext = fmt.Sprintf("http://%s:%d", hostForURL(address), cfg.WebPort)
 	}
+	// Local users' passwords go to web.env bcrypt-hashed (Concourse accepts a hash of cost ≥ 10).
+	adminHash, extraUsers, err := webLocalUsers(cfg, password)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	env, err := concourse.WebEnv(concourse.WebConfig{
 		BindPort:                   cfg.WebPort,
 		ExternalURL:                ext,
@@ -442,11 +629,13 @@ func renderWeb(cfg Config, p Paths, address, binary, password string, db concour
 		TSAAuthorizedKeysPath:      path(keyAuthorized),
 		TSABindPort:                tsaPort,
 		AdminUser:                  cfg.AdminUser,
-		AdminPassword:              password,
+		AdminPassword:              adminHash,
+		ExtraLocalUsers:            extraUsers,
+		MainTeamLocalUsers:         splitList(cfg.Opts["main-team-local-user"]),
 		Postgres:                   &db,
 		ContainerPlacementStrategy: cfg.ContainerPlacementStrategy,
 		PeerAddress:                address,
-		Extra:                      metricsEnv(cfg),
+		Extra:                      append(metricsEnv(cfg), optionEnv(cfg.Opts, roleWeb, p)...),
 	})
 	if err != nil {
 		return nil, nil, nil, err
@@ -473,4 +662,99 @@ func metricsEnv(cfg Config) []concourse.EnvVar {
 		{Name: "CONCOURSE_PROMETHEUS_BIND_IP", Value: "0.0.0.0"},
 		{Name: "CONCOURSE_PROMETHEUS_BIND_PORT", Value: strconv.Itoa(metricsPort)},
 	}
+}
+
+// charmWebFlags maps every `concourse web` flag the charm renders itself to its variable in
+// web.env. It is derived from renderWeb with every optional setting on (external URL, database
+// TLS with a CA, metrics, placement, peer address), so a variable the charm starts rendering is
+// refused in extra-web-flags without a second list to keep in step: Concourse names each
+// CONCOURSE_X variable after its flag --x.
+func charmWebFlags() (map[string]string, error) {
+	cfg := Config{
+		WebPort: 8080, ExternalURL: "https://ci.example.com", AdminUser: "admin", LogLevel: "info",
+		ContainerPlacementStrategy: "volume-locality", EnableMetrics: true, hashPassword: placeholderHash,
+	}
+	p := Paths{ConfigDir: "/etc/concourse"}
+	db := concourse.DBConfig{
+		Host: "192.0.2.1", Port: 5432, User: "concourse", Password: "password", Database: databaseName,
+		SSLMode: "verify-ca", CACert: filepath.Join(p.ConfigDir, fileDBCA),
+	}
+	env, _, _, err := renderWeb(cfg, p, "192.0.2.1", "/var/lib/concourse/bin/concourse", "password", db)
+	if err != nil {
+		return nil, fmt.Errorf("listing the flags the charm renders for the web: %w", err)
+	}
+	out := make(map[string]string, len(env))
+	for _, v := range env {
+		if strings.HasPrefix(v.Name, "CONCOURSE_") {
+			out[flagOfEnv(v.Name)] = v.Name
+		}
+	}
+	return out, nil
+}
+
+// managedFlagHint says where the setting behind a web.env variable comes from, so an operator
+// refused a flag knows what to use instead.
+func managedFlagHint(env string) string {
+	switch {
+	case strings.HasPrefix(env, "CONCOURSE_POSTGRES_"):
+		return "the database settings come from the postgresql relation (juju integrate <app> postgresql)"
+	case env == "CONCOURSE_BIND_PORT":
+		return "use the web-port option"
+	case env == "CONCOURSE_EXTERNAL_URL":
+		return "use the external-url option"
+	case env == "CONCOURSE_LOG_LEVEL":
+		return "use the log-level option"
+	case env == "CONCOURSE_CONTAINER_PLACEMENT_STRATEGY":
+		return "use the container-placement-strategy option"
+	case env == "CONCOURSE_ADD_LOCAL_USER" || env == "CONCOURSE_MAIN_TEAM_LOCAL_USER":
+		return "use the initial-admin-username option; the password is generated (action get-admin-password)"
+	case strings.HasPrefix(env, "CONCOURSE_PROMETHEUS_"):
+		return "use the enable-metrics option"
+	case env == "CONCOURSE_PEER_ADDRESS":
+		return "it is the unit's own address"
+	case env == "CONCOURSE_SESSION_SIGNING_KEY" || strings.HasPrefix(env, "CONCOURSE_TSA_"):
+		return "the charm generates these keys and exchanges them over relations"
+	}
+	return "remove it from extra-web-flags"
+}
+
+// keyRefusal is a public key from another unit's relation data that the charm would not write.
+type keyRefusal struct {
+	Unit   string
+	Key    string // the relation key: worker-public-key or tsa-public-key
+	Reason string // from concourse.CanonicalPublicKey; never contains the value
+	Value  string // for the log only, cut there
+}
+
+func (r keyRefusal) status() string {
+	return fmt.Sprintf("refused the %s of %s: %s", r.Key, r.Unit, r.Reason)
+}
+
+// logRefusals tells juju-log what was refused and what it looked like: the first word and the
+// size of the value, never the value (it may be a private key, or megabytes of anything).
+func (u *unitRun) logRefusals(refused []keyRefusal) {
+	for _, r := range refused {
+		first := ""
+		if f := strings.Fields(r.Value); len(f) > 0 {
+			first = f[0]
+		}
+		if strings.Contains(r.Value, "PRIVATE KEY") {
+			first = "(a private key)"
+		}
+		u.jlog(juju.LogWarning, fmt.Sprintf("%s; the value (%d bytes) begins %q; not written", r.status(), len(r.Value), cut(first, 24)))
+	}
+}
+
+// checkedKey canonicalises one unit's published key, or records why it is refused.
+func checkedKey(unit, key, value string, refused *[]keyRefusal) (string, bool) {
+	k, err := concourse.CanonicalPublicKey(value)
+	if err != nil {
+		*refused = append(*refused, keyRefusal{Unit: unit, Key: key, Reason: err.Error(), Value: value})
+		return "", false
+	}
+	return k, true
+}
+
+func sortRefusals(r []keyRefusal) {
+	sort.Slice(r, func(i, j int) bool { return r[i].Unit < r[j].Unit })
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"sort"
 	"strings"
 
 	"github.com/concourse-ci-machine/concourse-ci-machine/internal/concourse"
@@ -25,10 +26,16 @@ func (u *unitRun) ensureWorker(ctx context.Context) (ready bool, version string,
 	if u.installed == "" {
 		return false, "", nil
 	}
-	hosts, keys, webVersion := webUnits(u.f)
+	hosts, keys, webVersion, refused := tsaEndpoints(u.f)
+	if len(refused) > 0 {
+		u.logRefusals(refused)
+		for _, r := range refused {
+			u.status.note(r.status())
+		}
+	}
 	if u.role.Web && u.tsaPub != "" {
 		// mode=all: the unit's own web is a TSA too; it is not in the relation's remote units.
-		own := fmt.Sprintf("%s:%d", u.f.Address, tsaPort)
+		own := tsaHost(u.f.Addr.Peers)
 		if !contains(hosts, own) {
 			hosts = append(hosts, own)
 		}
@@ -41,6 +48,12 @@ func (u *unitRun) ensureWorker(ctx context.Context) (ready bool, version string,
 	}
 	if len(hosts) == 0 && u.cfg.Mode == "worker" && len(u.f.Flight) == 0 {
 		u.status.blocked(needWebMessage(u.f.Env.AppName))
+		return false, "", nil
+	}
+	if len(hosts) == 0 && len(refused) > 0 {
+		// Waiting would not help: the webs published keys, and every one was refused (the notes
+		// name them). A running worker keeps its files from before.
+		u.status.blocked("No web unit offers a usable TSA host key")
 		return false, "", nil
 	}
 	if len(hosts) == 0 {
@@ -97,6 +110,12 @@ func (u *unitRun) ensureWorker(ctx context.Context) (ready bool, version string,
 // renderWorker builds the worker's environment and unit file from plain values (see renderWeb).
 func renderWorker(cfg Config, p Paths, unit, binary string, tsaHosts []string) ([]byte, []byte, error) {
 	path := func(rel string) string { return filepath.Join(p.ConfigDir, rel) }
+	dns := cfg.DNSServers
+	if cfg.WorkerRuntime == "houdini" {
+		// houdini steps are host processes using the host's resolver; the containerd-dns-server
+		// default (config.yaml says so) does not apply to them.
+		dns = nil
+	}
 	env, err := concourse.WorkerEnv(concourse.WorkerConfig{
 		Name:                 storage.UnitTag(unit), // stable and unique: the unit, as the share names it
 		WorkDir:              p.WorkDir,
@@ -105,8 +124,10 @@ func renderWorker(cfg Config, p Paths, unit, binary string, tsaHosts []string) (
 		WorkerPrivateKeyPath: path(keyWorker),
 		LogLevel:             cfg.LogLevel,
 		Tags:                 cfg.Tags,
+		Runtime:              cfg.WorkerRuntime,
 		DNSProxyEnable:       cfg.DNSProxyEnable,
-		DNSServers:           cfg.DNSServers,
+		DNSServers:           dns,
+		Extra:                optionEnv(cfg.Opts, roleWorker, p), // http-proxy, https-proxy, no-proxy
 	})
 	if err != nil {
 		return nil, nil, err
@@ -119,4 +140,51 @@ func renderWorker(cfg Config, p Paths, unit, binary string, tsaHosts []string) (
 		User:        "root",
 	})
 	return concourse.RenderEnv(env), unitFile, nil
+}
+
+// tsaEndpoints lists the TSA endpoints and canonical host public keys published by the web units
+// this unit can reach, sorted so that rendered files (and their hashes) do not depend on map
+// order. A web whose tsa-public-key is not exactly one SSH public key is left out with its host,
+// and reported: its key is not written, and a worker told to dial it could never verify it.
+func tsaEndpoints(f *Facts) (hosts, keys []string, version string, refused []keyRefusal) {
+	seenH, seenK := map[string]bool{}, map[string]bool{}
+	add := func(unit string, bag map[string]string) {
+		h, v := bag[keyTSAHost], bag[keyTSAPublicKey]
+		if h == "" && bag[keyWebIP] != "" {
+			h = tsaHost(bag[keyWebIP])
+		}
+		if h == "" || strings.TrimSpace(v) == "" {
+			return // not a web, or not published yet
+		}
+		k, ok := checkedKey(unit, keyTSAPublicKey, v, &refused)
+		if !ok {
+			return
+		}
+		if !seenH[h] {
+			seenH[h] = true
+			hosts = append(hosts, h)
+		}
+		if !seenK[k] {
+			seenK[k] = true
+			keys = append(keys, k)
+		}
+	}
+	if f.Peers != nil {
+		for unit, bag := range f.Peers.Units {
+			add(unit, bag)
+		}
+		version = f.Peers.AppData[keyWebVersion]
+	}
+	for _, r := range f.Flight {
+		for unit, bag := range r.Units {
+			add(unit, bag)
+		}
+		if version == "" {
+			version = r.AppData[keyWebVersion]
+		}
+	}
+	sort.Strings(hosts)
+	sort.Strings(keys)
+	sortRefusals(refused)
+	return hosts, keys, version, refused
 }

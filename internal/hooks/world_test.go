@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -33,13 +34,23 @@ type world struct {
 	stores    map[string]*fakeStore // by install root
 	svcs      map[string]*fakeServices
 	dbErr     error
+	prepErr   error            // what PrepareDB answers
+	prepared  []string         // "prepare" and "migrate" in the order the charm did them
 	schema    map[string]int64 // version → supported schema
 	current   int64            // database schema
+	undone    int64            // newest migration rolled back by run-migrations, 0 if none
 	latest    string
 	githubAPI string
 	webDown   bool
 	queue     []jujutest.Event
 	stderr    bytes.Buffer
+	// wrap, when set, stands between the handler and the model's hook tools (to record the
+	// calls, or to answer some like another Juju would).
+	wrap func(unit string, r juju.Runner) juju.Runner
+	// migrated records, per MigrateToLatest, the units whose web was running at that moment.
+	migrated [][]string
+	// retired lists the workers retired through the web's API (Deps.RetireWorker), in order.
+	retired []string
 }
 
 func newWorld(t *testing.T, n int, config map[string]any) *world {
@@ -127,7 +138,11 @@ func (w *world) hook(unit string, info jujutest.HookInfo) error {
 	}
 	hc := w.m.NewHookContext(unit, info)
 	env := juju.ParseEnv(lookup(hc.Env()), "dispatch")
-	client := juju.NewClient(jujutest.Runner{Ctx: hc}, env)
+	var runner juju.Runner = jujutest.Runner{Ctx: hc}
+	if w.wrap != nil {
+		runner = w.wrap(unit, runner)
+	}
+	client := juju.NewClient(runner, env)
 	paths := w.paths(unit)
 	svcs := w.services(unit)
 	deps := Deps{
@@ -138,6 +153,10 @@ func (w *world) hook(unit string, info jujutest.HookInfo) error {
 			return &fakeMigrator{w: w, binary: binary}
 		},
 		CheckDB: func(context.Context, concourse.DBConfig, time.Duration) error { return w.dbErr },
+		PrepareDB: func(context.Context, concourse.DBConfig, time.Duration) (concourse.RoleModel, error) {
+			w.prepared = append(w.prepared, "prepare")
+			return concourse.RoleModel{}, w.prepErr
+		},
 		WebInfo: func(context.Context, string) (string, error) {
 			// A running web answers with the version of the binary its unit starts.
 			if w.webDown || !svcs.active[webService] {
@@ -150,6 +169,10 @@ func (w *world) hook(unit string, info jujutest.HookInfo) error {
 			_, after, _ := strings.Cut(string(unit), "/versions/")
 			v, _, _ := strings.Cut(after, "/")
 			return v, nil
+		},
+		RetireWorker: func(_ context.Context, _, _, _, worker string) (bool, error) {
+			w.retired = append(w.retired, worker)
+			return true, nil
 		},
 		WebStartWait: 50 * time.Millisecond,
 		ProbeVersion: nil,
@@ -396,6 +419,9 @@ func (f *fakeServices) Restart(_ context.Context, u string) error {
 func (f *fakeServices) IsActive(_ context.Context, u string) (bool, error) { return f.active[u], nil }
 func (f *fakeServices) Kill(_ context.Context, u, sig string) error {
 	f.log("kill " + sig + " " + u)
+	if sig == "SIGUSR2" {
+		f.active[u] = false // a worker told to retire exits once retired
+	}
 	return nil
 }
 
@@ -431,10 +457,34 @@ func (m *fakeMigrator) SupportedVersion(context.Context) (int64, error) {
 	}
 	return v, nil
 }
-func (m *fakeMigrator) CurrentVersion(context.Context) (int64, error) { return m.w.current, nil }
+
+// CurrentVersion answers like the real binaries: after a migration down, a release that lacks
+// the newest undone migration reports that migration's id, not the schema it stands at (real
+// 7.14.3 says 1747084615 where 8.2.5 says 1746768931, on the same database).
+func (m *fakeMigrator) CurrentVersion(ctx context.Context) (int64, error) {
+	if supported, err := m.SupportedVersion(ctx); err == nil && m.w.undone > supported {
+		return m.w.undone, nil
+	}
+	return m.w.current, nil
+}
 func (m *fakeMigrator) MigrateToLatest(ctx context.Context) error {
+	m.w.prepared = append(m.w.prepared, "migrate")
+	var running []string
+	for unit, svcs := range m.w.svcs {
+		if svcs.active[webService] {
+			running = append(running, unit)
+		}
+	}
+	sort.Strings(running)
+	m.w.migrated = append(m.w.migrated, running)
 	v, err := m.SupportedVersion(ctx)
-	m.w.current = v
+	m.w.current, m.w.undone = v, 0
 	return err
 }
-func (m *fakeMigrator) MigrateTo(_ context.Context, v int64) error { m.w.current = v; return nil }
+func (m *fakeMigrator) MigrateTo(_ context.Context, v int64) error {
+	if v < m.w.current {
+		m.w.undone = v + 1 // the id of the first migration rolled back
+	}
+	m.w.current = v
+	return nil
+}

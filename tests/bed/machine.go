@@ -141,6 +141,10 @@ func (m *Machine) boot(ctx context.Context, opts MachineOptions) error {
 		"--link-journal=no", "--resolv-conf=off", "--timezone=off",
 		// Console output goes to a file that is shown when a boot fails.
 		"--console=read-only",
+		// The charm's default worker runtime is containerd, whose runc needs bpf(2) for the
+		// cgroup-v2 device controller; nspawn's seccomp filter refuses it otherwise
+		// ("bpf_prog_query(BPF_CGROUP_DEVICE) failed: operation not permitted").
+		"--system-call-filter=bpf",
 	}
 	for _, bd := range opts.Binds {
 		flag := "--bind="
@@ -176,7 +180,14 @@ func (m *Machine) boot(ctx context.Context, opts MachineOptions) error {
 	cmd.Stdout, cmd.Stderr = console, console
 	// A clean environment: an inherited NOTIFY_SOCKET or SYSTEMD_* variable would change how
 	// nspawn behaves.
-	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+	cmd.Env = []string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		// A machine as Juju gives it today (an LXD container or VM on a current host) has the
+		// unified cgroup hierarchy, where containerd nests. On a hybrid host nspawn would
+		// otherwise mount the v1 controllers read-only and runc could not create its cgroups
+		// ("mkdir /sys/fs/cgroup/cpuset/garden: read-only file system").
+		"SYSTEMD_NSPAWN_UNIFIED_HIERARCHY=1",
+	}
 	// If the test binary dies, SIGTERM makes nspawn power the container off in order; what is
 	// left (mounts, bridge) is swept by the next bed.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGTERM}

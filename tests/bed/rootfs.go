@@ -20,7 +20,7 @@ import (
 // rootfsRecipe names the customisation applied after debootstrap. Bump it whenever
 // customizeRootfs or the package list changes: the cache directory name includes it, so every
 // host rebuilds once instead of booting a stale image.
-const rootfsRecipe = 2
+const rootfsRecipe = 3
 
 // DefaultCacheDir holds cached root filesystems, outside the repository so that `git clean` does
 // not cost a 45 s rebuild and parallel checkouts share one image.
@@ -28,8 +28,10 @@ const DefaultCacheDir = "/var/cache/ccm-testbed"
 
 // rootfsPackages are added to debootstrap's minbase: systemd to boot, dbus for systemctl,
 // iproute2 to check addresses inside, passwd for useradd (the charm creates a concourse user),
-// ca-certificates because the charm verifies TLS downloads like on a real machine.
-var rootfsPackages = []string{"systemd", "systemd-sysv", "dbus", "iproute2", "passwd", "ca-certificates"}
+// ca-certificates because the charm verifies TLS downloads like on a real machine, iptables
+// because every cloud image has it and containerd's CNI plugins need it (without it the real
+// worker exits: "failed to initialize iptables: exec: \"iptables\": executable file not found").
+var rootfsPackages = []string{"systemd", "systemd-sysv", "dbus", "iproute2", "passwd", "ca-certificates", "iptables"}
 
 // maskedUnits slow a container boot or fail inside nspawn and nothing in the charm needs them.
 // Timers are masked so that no apt or cleanup job starts in the middle of a scenario.

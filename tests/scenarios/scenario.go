@@ -37,6 +37,10 @@ type Scenario struct {
 	// HookFailuresExpected turns off Settle's check that no hook of the charm failed (for a
 	// scenario that kills a hook on purpose).
 	HookFailuresExpected bool
+	// Charmed, when set, is the database the postgresql provider hands out, set up in the
+	// postgresql charm's role model (the relation user does not own it); nil gives a database
+	// the relation user owns.
+	Charmed *pgtest.CharmedDatabase
 }
 
 // NewScenario starts a bed and a release server; both stop in t's cleanups.
@@ -228,6 +232,12 @@ func (s *Scenario) provision(id int) (user, pass, version string, err error) {
 	defer db.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	if c := s.Charmed; c != nil {
+		if err := db.QueryRowContext(ctx, `SHOW server_version`).Scan(&version); err != nil {
+			return "", "", "", err
+		}
+		return c.User, c.Password, strings.Fields(version)[0], nil
+	}
 	var raw [12]byte
 	rand.Read(raw[:])
 	user, pass = fmt.Sprintf("relation_%d_%s", id, s.C.Bed.ID()), hex.EncodeToString(raw[:])
