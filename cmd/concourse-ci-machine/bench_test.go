@@ -25,8 +25,6 @@ import (
 	"github.com/concourse-ci-machine/concourse-ci-machine/internal/hooks"
 	"github.com/concourse-ci-machine/concourse-ci-machine/internal/juju"
 	"github.com/concourse-ci-machine/concourse-ci-machine/internal/juju/jujutest"
-	"github.com/concourse-ci-machine/concourse-ci-machine/internal/storage"
-	"github.com/concourse-ci-machine/concourse-ci-machine/tests/release"
 )
 
 // benchChildEnv makes the test binary a web unit's dispatch (see TestMain).
@@ -108,21 +106,9 @@ func newWebBench(b *testing.B, bins binaries, n int) *webBench {
 	b.Helper()
 	dir := b.TempDir()
 	u := &webBench{prefix: filepath.Join(dir, "unit"), sock: filepath.Join(dir, "agent.socket"), charmDir: filepath.Dir(bins.dispatch)}
-	fakeBin := filepath.Join(dir, "fakebin")
-	os.MkdirAll(fakeBin, 0o755)
-	os.WriteFile(filepath.Join(fakeBin, "systemctl"), []byte("#!/bin/sh\ncase \"$1\" in is-active) echo active;; esac\nexit 0\n"), 0o755)
-	u.pathDirs = bins.tools + ":" + fakeBin + ":/usr/bin:/bin"
-	script := filepath.Join(dir, "concourse")
 	// --version for the probes; the schema versions for the migrator (already at the latest).
-	os.WriteFile(script, []byte("#!/bin/sh\ncase \"$*\" in *db-version*) echo 1746768931;; *) echo 7.14.3;; esac\n"), 0o755)
-	asset, err := release.Build(dir, "7.14.3", "amd64", script, release.BuildOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	st := storage.New(storage.Options{Root: filepath.Join(u.prefix, "var/lib/concourse"), Unit: "concourse-ci-machine/0", StripPrefix: "concourse/"})
-	if _, err := st.Install(context.Background(), "7.14.3", storage.Source{LocalPath: asset.Path, SHA256: asset.SHA256}); err != nil {
-		b.Fatal(err)
-	}
+	u.pathDirs = steadyUnitFiles(b, bins, dir, u.prefix, "concourse-ci-machine/0",
+		"#!/bin/sh\ncase \"$*\" in *db-version*) echo 1746768931;; *) echo 7.14.3;; esac\n")
 	// The web's API, as the readiness probe sees it.
 	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, `{"version":"7.14.3","worker_version":"2.5","external_url":"http://127.0.0.1"}`)

@@ -143,27 +143,34 @@ type benchUnit struct {
 	current  atomic.Pointer[jujutest.HookContext]
 }
 
+// steadyUnitFiles prepares what a unit in steady state has on its machine for a benchmark or a
+// test of the real dispatch binary: a fake systemctl that reports every unit active (the host has
+// no systemd, and must not) and the 7.14.3 release, whose bin/concourse is script, installed in
+// the unit's root as the leader would have. It returns the PATH the hooks run with.
+func steadyUnitFiles(tb testing.TB, bins binaries, dir, prefix, unit, script string) string {
+	tb.Helper()
+	fakeBin := filepath.Join(dir, "fakebin")
+	os.MkdirAll(fakeBin, 0o755)
+	os.WriteFile(filepath.Join(fakeBin, "systemctl"), []byte("#!/bin/sh\ncase \"$1\" in is-active) echo active;; esac\nexit 0\n"), 0o755)
+	bin := filepath.Join(dir, "concourse")
+	os.WriteFile(bin, []byte(script), 0o755)
+	asset, err := release.Build(dir, "7.14.3", "amd64", bin, release.BuildOptions{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	st := storage.New(storage.Options{Root: filepath.Join(prefix, "var/lib/concourse"), Unit: unit, StripPrefix: "concourse/"})
+	if _, err := st.Install(context.Background(), "7.14.3", storage.Source{LocalPath: asset.Path, SHA256: asset.SHA256}); err != nil {
+		tb.Fatal(err)
+	}
+	return bins.tools + ":" + fakeBin + ":/usr/bin:/bin"
+}
+
 func newBenchUnit(b testing.TB) *benchUnit {
 	b.Helper()
 	bins := buildBinaries(b)
 	dir := b.TempDir()
 	u := &benchUnit{b: bins, prefix: filepath.Join(dir, "unit"), sock: filepath.Join(dir, "agent.socket")}
-	// A fake systemctl that reports every unit active: the host has no systemd (and must not).
-	fakeBin := filepath.Join(dir, "fakebin")
-	os.MkdirAll(fakeBin, 0o755)
-	os.WriteFile(filepath.Join(fakeBin, "systemctl"), []byte("#!/bin/sh\ncase \"$1\" in is-active) echo active;; esac\nexit 0\n"), 0o755)
-	u.pathDirs = bins.tools + ":" + fakeBin + ":/usr/bin:/bin"
-	// Install a release into the unit's root as the leader would have.
-	script := filepath.Join(dir, "concourse")
-	os.WriteFile(script, []byte("#!/bin/sh\necho 7.14.3\n"), 0o755)
-	asset, err := release.Build(dir, "7.14.3", "amd64", script, release.BuildOptions{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	st := storage.New(storage.Options{Root: filepath.Join(u.prefix, "var/lib/concourse"), Unit: "concourse-ci-machine/1", StripPrefix: "concourse/"})
-	if _, err := st.Install(context.Background(), "7.14.3", storage.Source{LocalPath: asset.Path, SHA256: asset.SHA256}); err != nil {
-		b.Fatal(err)
-	}
+	u.pathDirs = steadyUnitFiles(b, bins, dir, u.prefix, "concourse-ci-machine/1", "#!/bin/sh\necho 7.14.3\n")
 	u.model = jujutest.NewModel("bench", "1b9e6e3c-0000-4000-8000-00000000000b")
 	meta := jujutest.AppMeta{Peers: map[string]string{"peers": "concourse-ci_peers"}, Provides: map[string]string{"tsa": "concourse-ci_tsa"},
 		Requires: map[string]string{"postgresql": "postgresql_client", "flight": "concourse-ci_tsa"}}
