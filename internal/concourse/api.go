@@ -30,6 +30,10 @@ type WorkerInfo struct {
 	Team      string   `json:"team"`
 	StartTime int64    `json:"start_time"`
 	Ephemeral bool     `json:"ephemeral"`
+	// What still runs on the worker, for a "Draining: N containers" status while it lands.
+	ActiveContainers int `json:"active_containers"`
+	ActiveVolumes    int `json:"active_volumes"`
+	ActiveTasks      int `json:"active_tasks"`
 }
 
 // APIError is a non-2xx answer from the Concourse web API. Body is cut short
