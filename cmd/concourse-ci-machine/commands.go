@@ -102,8 +102,6 @@ func realDeps(env juju.Env, paths hooks.Paths, stderr io.Writer) hooks.Deps {
 		IdleConnTimeout:       30 * time.Second,
 	}}
 	systemd := concourse.Systemd{}
-	// The web's readiness probe goes to loopback: never through the model's proxy.
-	local := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{Proxy: nil}}
 	return hooks.Deps{
 		Env:      env,
 		Paths:    paths,
@@ -131,10 +129,18 @@ func realDeps(env juju.Env, paths hooks.Paths, stderr io.Writer) hooks.Deps {
 		CheckDB:   concourse.CheckDB,
 		PrepareDB: concourse.PrepareRoleModel,
 		WebInfo: func(ctx context.Context, base string) (string, error) {
+			local, err := hooks.LocalWebClient(paths, base, 2*time.Second) // https: trusts tls-certificate only
+			if err != nil {
+				return "", err
+			}
 			info, err := concourse.Info(ctx, local, base)
 			return info.Version, err
 		},
 		RetireWorker: func(ctx context.Context, base, user, password, worker string) (bool, error) {
+			local, err := hooks.LocalWebClient(paths, base, 10*time.Second)
+			if err != nil {
+				return false, err
+			}
 			token, err := concourse.PasswordToken(ctx, local, base, user, password)
 			if err != nil {
 				return false, fmt.Errorf("logging in to %s as %s: %w", base, user, err)

@@ -134,12 +134,24 @@ func (u *unitRun) checkStatus(ctx context.Context) (map[string]string, error) {
 	check("web", webService, u.state.Web, u.role.Web)
 	check("worker", workerSvc, u.state.Worker, u.role.Worker)
 	if u.role.Web {
-		base := fmt.Sprintf("http://127.0.0.1:%d", u.cfg.WebPort)
-		if info, err := concourse.Info(ctx, u.deps.HTTP, base); err == nil {
+		// Loopback, no proxy; with TLS over HTTPS, trusting only the configured certificate.
+		base := u.localWebURL()
+		client, err := LocalWebClient(u.deps.Paths, base, 5*time.Second)
+		var info concourse.InfoResponse
+		if err == nil {
+			info, err = concourse.Info(ctx, client, base)
+		}
+		if err == nil {
 			r["web-api-version"] = info.Version
 		} else {
 			r["web-api"] = err.Error()
 			problems = append(problems, "web API: "+err.Error())
+		}
+		if t := tlsOf(u.cfg); t.On {
+			r["tls"] = fmt.Sprintf("https on port %d, plain HTTP on %d redirects to it", u.cfg.WebPort, t.RedirectPort)
+			if leaf, err := firstCertificate([]byte(t.Cert)); err == nil {
+				r["tls-certificate"] = describeCert(leaf)
+			}
 		}
 		if db, ok := u.dbConfig(ctx); ok {
 			if err := u.deps.CheckDB(ctx, db, 5*time.Second); err != nil {

@@ -39,6 +39,8 @@ type Config struct {
 	// afresh. The hooks reuse web.env's hashes (reusingHasher), `render` shows a placeholder.
 	hashPassword func(user, password string) (string, error)
 	hashes       *hashCache // behind hashPassword in the hooks, for the checks file
+	// vaultKV is the Vault the vault-kv relation gives (hooks only; vault.go), nil without one.
+	vaultKV *concourse.VaultConfig
 }
 
 // ConfigError names the option, the bad value and what is allowed; it becomes the blocked status.

@@ -200,13 +200,15 @@ func (u *unitRun) leaderDuties(ctx context.Context) error {
 		u.newAdminPassword = pw
 	}
 	if db := u.f.DB; db != nil && u.cfg.Mode != "worker" {
-		want := map[string]string{"database": databaseName, "requested-secrets": requestedSecrets}
+		want := databaseRequest()
 		if db.OurAppData["database"] != databaseName || db.OurAppData["requested-secrets"] != requestedSecrets {
 			if err := u.juju.SetAppRelationData(ctx, db.RelationID, want); err != nil {
 				return fmt.Errorf("requesting database %q: %w", databaseName, err)
 			}
 			u.act("Request database %q from %s", databaseName, "postgresql")
 		}
+		// Kept (saved only if the hook succeeds), so later hooks of this leader need not read it.
+		u.f.Kept.recordAppData(db.RelationID, want)
 	}
 	return nil
 }

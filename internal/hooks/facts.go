@@ -46,6 +46,11 @@ const (
 	webUser      = "concourse"
 )
 
+// databaseRequest is what the leader asks of the postgresql relation.
+func databaseRequest() map[string]string {
+	return map[string]string{"database": databaseName, "requested-secrets": requestedSecrets}
+}
+
 // requestedSecrets is what data_interfaces' requirer sends (juju-contract §7.1).
 const requestedSecrets = `["username","password","tls","tls-ca","uris","read-only-uris","entity-name","entity-password"]`
 
@@ -81,7 +86,8 @@ type Facts struct {
 	TSA       []RelationFacts
 	Flight    []RelationFacts
 	DB        *DBFacts
-	Metrics   []int // monitoring relation ids (we only write there)
+	Metrics   []int       // monitoring relation ids (we only write there)
+	Vault     *VaultFacts // web units only: the vault-kv relation (vault.go)
 	State     LocalState
 	// Kept is the relation cache (relcache.go): other units' bags as the relation hooks
 	// delivered them, and what this unit last published. Saved when the convergence succeeds.
@@ -119,6 +125,9 @@ type LocalState struct {
 	// MigrationHold is the schema run-migrations moved the database down to: no web starts until
 	// the installed release supports exactly that schema (it would migrate straight back up).
 	MigrationHold int64 `json:"migration-hold,omitempty"`
+	// VaultNonce identifies this unit on the vault-kv relation: the provider keys its AppRole
+	// credentials by it, so it must stay the same for the unit's life.
+	VaultNonce string `json:"vault-nonce,omitempty"`
 }
 
 // ServiceRecord is what a running service was started with: the hash of each input it read at
@@ -143,6 +152,8 @@ func (h *handler) gather(ctx context.Context) (*Facts, error) {
 		h.logf("is-leader failed, assuming not leader: %v", err)
 		f.Leader = false
 	}
+	// Before anything consults the leader's kept application-bag writes (dbFacts does).
+	f.Kept.observeLeadership(f.Leader, f.Event)
 	if f.Peers, err = h.peerFacts(ctx, f.Kept, live); err != nil {
 		return nil, err
 	}
@@ -176,8 +187,13 @@ func (h *handler) gather(ctx context.Context) (*Facts, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Only a web uses Vault: workers do not even list the relation.
+	if decideRole(strings.TrimSpace(rawString(f.RawConfig["mode"])), f.Leader).Web {
+		if f.Vault, err = h.vaultFacts(ctx, f.Kept, live, &f.State); err != nil {
+			return nil, err
+		}
+	}
 	f.Kept.prune(live)
-	f.Kept.observeLeadership(f.Leader, f.Event)
 	return f, nil
 }
 
@@ -330,8 +346,12 @@ func (h *handler) dbFacts(ctx context.Context, kept *relationCache, live map[int
 		return nil, fmt.Errorf("reading the database application: %w", err)
 	}
 	if leader {
-		// Only the leader may read its own app bag on a non-peer relation (juju-contract §8).
-		if db.OurAppData, err = h.juju.AppRelationData(ctx, db.RelationID, h.deps.Env.AppName); err != nil {
+		if req := databaseRequest(); kept.sameAppData(db.RelationID, req) {
+			// This leader made the request itself and has stayed leader since: nobody else writes
+			// our application's bag, so there is nothing to read back.
+			db.OurAppData = req
+		} else if db.OurAppData, err = h.juju.AppRelationData(ctx, db.RelationID, h.deps.Env.AppName); err != nil {
+			// Only the leader may read its own app bag on a non-peer relation (juju-contract §8).
 			return nil, fmt.Errorf("reading our request on the database relation: %w", err)
 		}
 	}

@@ -73,10 +73,13 @@ var caCertOptions = map[string]string{
 var noSetting = map[string]string{
 	"worker-procs":             "no effect: Concourse has no worker-procs setting (the Python charm rendered CONCOURSE_WORKER_PROCS, which Concourse ignores); kept so the value survives a refresh",
 	"max-concurrent-downloads": "no effect: Concourse has no such setting (the Python charm did not use it either); kept so the value survives a refresh",
-	"tls-enabled":              "no effect: the Python charm ignored it too; terminate TLS in front of the web node and set external-url to the https URL",
 }
 
 func optionTable() []option {
+	return append(append(baseOptions(), vaultOptions()...), workerOptions()...) // vault.go, worker.go
+}
+
+func baseOptions() []option {
 	text := checkText
 	str := func(name, env, doc string, check func(string) (string, error)) option {
 		return option{Name: name, Type: "string", Role: roleWeb, Env: env, Python: true, Check: check, Doc: doc}
@@ -164,13 +167,21 @@ func optionTable() []option {
 		{Name: "no-proxy", Type: "string", Role: roleWeb | roleWorker, Env: "no_proxy", Python: true, Check: checkNoProxy,
 			Doc: "Comma-separated hosts, domains (.example.com), IP addresses and CIDRs the services reach without a proxy (no_proxy)."},
 
+		// TLS on the web node (tls.go renders these itself: they are files and ports, not variables).
+		{Name: "tls-enabled", Type: "boolean", Default: "false", Role: roleWeb, Python: true, Check: checkSwitch,
+			Doc: "Serve HTTPS on web-port with tls-certificate and tls-key (both required). Plain HTTP moves to tls-redirect-port, where Concourse redirects browsers to the https URL (its API also answers there, unencrypted: expose only web-port to untrusted networks). The default URL becomes https://<address>:<web-port>; an external-url must then be https. For the usual ports set web-port=443 (tls-redirect-port is 80 by default). The charm's own calls to the web use HTTPS and trust only tls-certificate. The Python charm declared this option without effect."},
+		{Name: "tls-certificate", Type: "string", Role: roleWeb, Check: checkTLSCert,
+			Doc: "Certificate of the web node in PEM, followed by its intermediate CAs, for tls-enabled. Its names should cover the URL users reach (external-url, or the unit's address). Checked when set: it must parse, match tls-key and not be expired; the status warns 30 days before it expires. Not in the Python charm."},
+		{Name: "tls-key", Type: "string", Role: roleWeb, Secret: true, Check: checkTLSKey,
+			Doc: "Private key of tls-certificate in PEM (unencrypted), or a Juju secret URI (secret:…) holding it (recommended: config values are readable by anyone who can read the model's config). Written to a file readable only by root and the concourse group, never shown. Not in the Python charm."},
+		{Name: "tls-redirect-port", Type: "int", Default: "80", Role: roleWeb, Check: checkPort,
+			Doc: "With tls-enabled, the port of Concourse's plain-HTTP listener, which redirects browsers to the https URL on web-port (Concourse always keeps a plain listener). Opened with web-port. Not in the Python charm."},
+
 		// Options Concourse has no setting for: declared so a refresh keeps their values.
 		{Name: "worker-procs", Type: "int", Default: "1", Role: roleNone, Python: true, Check: checkPositive,
 			Doc: "No effect: Concourse has no such setting (the Python charm rendered CONCOURSE_WORKER_PROCS, which Concourse ignores). Declared so a refresh keeps the value; check-status lists it."},
 		{Name: "max-concurrent-downloads", Type: "int", Default: "10", Role: roleNone, Python: true, Check: checkPositive,
 			Doc: "No effect: Concourse has no such setting (the Python charm did not use it either). Declared so a refresh keeps the value; check-status lists it."},
-		{Name: "tls-enabled", Type: "boolean", Default: "false", Role: roleNone, Python: true, Check: checkSwitch,
-			Doc: "No effect, as in the Python charm: the web node serves plain HTTP. Terminate TLS in front of it and set external-url to the https URL. Declared so a refresh keeps the value; check-status lists it."},
 	}
 }
 
@@ -234,9 +245,13 @@ func optionValue(o option, rawV any) (string, error) {
 		return v, nil // checked once resolved (resolveOptionSecrets)
 	}
 	checked, err := o.Check(v)
+	var ce *ConfigError
+	if errors.As(err, &ce) {
+		return "", ce // the check chose what to show (extra-worker-flags: the flag, not its value)
+	}
 	if err != nil {
 		shown := v
-		if o.Secret {
+		if o.Secret || strings.Contains(v, "PRIVATE KEY") { // a key pasted into the wrong option too
 			shown = "(hidden)"
 		} else if strings.Contains(o.Name, "proxy") || strings.HasSuffix(o.Name, "-url") || o.Name == "oidc-issuer" {
 			shown = storage.RedactText(v)
@@ -283,6 +298,9 @@ func checkOptionRules(v map[string]string) error {
 		if limit > 0 && def > limit {
 			return &ConfigError{p[0], strconv.Itoa(def), fmt.Sprintf("may not exceed %s (%d)", p[1], limit)}
 		}
+	}
+	if err := checkTLSPair(v); err != nil {
+		return err
 	}
 	if v["encryption-key"] != "" && v["encryption-key"] == v["old-encryption-key"] {
 		return &ConfigError{"old-encryption-key", "(hidden)", "is the same as encryption-key: to rotate, set old-encryption-key to the key in use and encryption-key to the new one; clear old-encryption-key once the web has restarted"}
@@ -380,6 +398,14 @@ func checkCount(v string) (string, error) {
 	}
 	if n == 0 {
 		return "", nil
+	}
+	return strconv.Itoa(n), nil
+}
+
+func checkPort(v string) (string, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 65535 {
+		return "", errors.New("expected a port number from 1 to 65535")
 	}
 	return strconv.Itoa(n), nil
 }

@@ -180,7 +180,7 @@ func testRealWebLoginOptions(t *testing.T, set realconcourse.Set, version string
 		"default-days-to-retain-build-logs": json.Number("7"), "max-days-to-retain-build-logs": json.Number("30"),
 		"gc-failed-grace-period": "1h", "http-proxy": "http://127.0.0.1:9", "https-proxy": "http://127.0.0.1:9",
 		"no-proxy":     "127.0.0.1,localhost,.example.invalid",
-		"worker-procs": json.Number("4"), "max-concurrent-downloads": json.Number("3"), "tls-enabled": true,
+		"worker-procs": json.Number("4"), "max-concurrent-downloads": json.Number("3"),
 	}
 	envFile := r.start(ctx, raw)
 	for _, secret := range []string{"alice-pw-1", r.admin} {

@@ -82,6 +82,7 @@ func (u *unitRun) publication() (publication, error) {
 		return p, err
 	}
 	p.Writes = append(p.Writes, metrics...)
+	p.Writes = append(p.Writes, u.vaultWrites()...)
 	p.AppVersion = u.runningVersion()
 	return p, nil
 }
@@ -218,11 +219,8 @@ func (u *unitRun) ensurePorts(ctx context.Context) error {
 func (u *unitRun) desiredPorts() map[string]juju.Port {
 	want := map[string]juju.Port{}
 	if u.role.Web {
-		ports := []int{u.cfg.WebPort, tsaPort}
-		if u.cfg.EnableMetrics {
-			ports = append(ports, metricsPort)
-		}
-		for _, p := range ports {
+		// The web port, the TSA, TLS's redirect port and metrics when they are on.
+		for _, p := range webListenPorts(u.cfg) {
 			port := juju.Port{From: p, To: p, Protocol: "tcp"}
 			want[port.String()] = port
 		}

@@ -192,7 +192,7 @@ func TestExtraWebFlagsRefused(t *testing.T) {
 		{"environment form", "--cluster-name=x CONCOURSE_GC_INTERVAL=5m", `blocked: invalid extra-web-flags "CONCOURSE_GC_INTERVAL": environment variables are not accepted here: give the flag instead, --gc-interval=…`},
 		{"encryption key", "--cluster-name CI --encryption-key=hunter2hunter2hu", `blocked: invalid extra-web-flags "--encryption-key": the charm sets --encryption-key itself: use the encryption-key option`},
 		{"client secret as two words", "--github-client-id=x --github-client-secret 'hunter2'", secretStatus("--github-client-secret")},
-		{"vault token", "--vault-client-token=s.hunter2", secretStatus("--vault-client-token")},
+		{"vault token", "--vault-client-token=s.hunter2", `blocked: invalid extra-web-flags "--vault-client-token": the charm sets --vault-client-token itself: use the vault-* options or the vault-kv relation (juju integrate <app> vault:vault-kv)`},
 		{"environment form of a secret", "CONCOURSE_GITHUB_CLIENT_SECRET=hunter2", `blocked: invalid extra-web-flags "CONCOURSE_GITHUB_CLIENT_SECRET": --github-client-secret carries a secret, which would be readable in the process list and in the world-readable unit file: extra-web-flags takes no secrets, and the charm has no option for this one`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -229,7 +229,7 @@ func assertNothingWritten(t *testing.T, w *world) {
 // Settings about secrets are not secrets: they still reach concourse web. A refused flag set on a
 // running web blocks it and leaves its unit file and service as they were.
 func TestExtraWebFlagsAllowedAndRefusedOnARunningWeb(t *testing.T) {
-	allowed := `--enable-redact-secrets --secret-cache-duration=1m --aws-ssm-pipeline-secret-template=/c/{{.Team}} --cluster-name "CI one"`
+	allowed := `--enable-redact-secrets --secret-cache-purge-interval=5m --aws-ssm-pipeline-secret-template=/c/{{.Team}} --cluster-name "CI one"`
 	w := newWorld(t, 1, map[string]any{"version": "7.14.3", "shared-storage": "lxc", "extra-web-flags": allowed})
 	w.deploy()
 	w.addPostgres()
@@ -239,7 +239,7 @@ func TestExtraWebFlagsAllowedAndRefusedOnARunningWeb(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"--enable-redact-secrets", "--secret-cache-duration=1m", "--aws-ssm-pipeline-secret-template=/c/{{.Team}}", `"CI one"`} {
+	for _, f := range []string{"--enable-redact-secrets", "--secret-cache-purge-interval=5m", "--aws-ssm-pipeline-secret-template=/c/{{.Team}}", `"CI one"`} {
 		if !strings.Contains(string(before), f) {
 			t.Errorf("unit file lacks %s:\n%s", f, before)
 		}

@@ -50,12 +50,33 @@ func Render(w io.Writer, in RenderInput) error {
 		for _, f := range webOptionFiles(cfg.Opts, in.Paths) {
 			section(w, f.Path, "0644", f.Data)
 		}
-		section(w, filepath.Join(in.Paths.SystemdDir, webService), "0644", unit)
-		if cfg.EnableMetrics {
-			fmt.Fprintf(w, "# ports opened: %d/tcp (web), %d/tcp (TSA), %d/tcp (metrics)\n\n", cfg.WebPort, tsaPort, metricsPort)
-		} else {
-			fmt.Fprintf(w, "# ports opened: %d/tcp (web), %d/tcp (TSA)\n\n", cfg.WebPort, tsaPort)
+		_, vaultFiles, _, err := webVault(cfg, in.Paths) // checked by renderWeb above
+		if err != nil {
+			return err
 		}
+		for _, f := range vaultFiles {
+			mode := "0644"
+			if f.Secret {
+				mode = "0640 root:concourse"
+			}
+			section(w, f.Path, mode, f.Content)
+		}
+		for _, f := range webTLSFiles(cfg, in.Paths, 0) {
+			if f.Mode == 0o640 {
+				section(w, f.Path, "0640 root:concourse", []byte("<the tls-key, not shown>\n"))
+			} else {
+				section(w, f.Path, "0644", f.Data)
+			}
+		}
+		section(w, filepath.Join(in.Paths.SystemdDir, webService), "0644", unit)
+		ports := fmt.Sprintf("%d/tcp (web), %d/tcp (TSA)", cfg.WebPort, tsaPort)
+		if t := tlsOf(cfg); t.On {
+			ports = fmt.Sprintf("%d/tcp (web, HTTPS), %d/tcp (HTTP, redirects to HTTPS), %d/tcp (TSA)", cfg.WebPort, t.RedirectPort, tsaPort)
+		}
+		if cfg.EnableMetrics {
+			ports += fmt.Sprintf(", %d/tcp (metrics)", metricsPort)
+		}
+		fmt.Fprintf(w, "# ports opened: %s\n\n", ports)
 	}
 	if role.Worker {
 		hosts := in.TSAHosts

@@ -37,6 +37,24 @@ func TestRenderGolden(t *testing.T) {
 		{"worker-no-dns", false, map[string]any{"mode": "worker", "version": "8.2.5", "containerd-dns-server": ""}, []string{"10.0.0.5:2222"}},
 		{"worker-houdini", false, map[string]any{"mode": "worker", "version": "8.2.5", "worker-runtime": "houdini"}, []string{"10.0.0.5:2222"}},
 		{"all", false, map[string]any{"mode": "all", "version": "7.14.3", "log-level": "warn"}, nil},
+		{"web-every-vault-option", true, map[string]any{"mode": "web", "version": "8.2.5",
+			"vault-url": "https://vault.corp:8200", "vault-auth-backend": "cert", "vault-auth-backend-max-ttl": "1h",
+			"vault-auth-param": "name:concourse", "vault-ca-cert": testCAPEMFixed(t), "vault-client-cert": fixture(t, "vault-client.pem"),
+			"vault-client-key": fixture(t, "vault-client-key.pem"), "vault-lookup-templates": "/{{.Team}}/{{.Pipeline}}/{{.Secret}}, /{{.Team}}/{{.Secret}}",
+			"vault-namespace": "ci", "vault-path-prefix": "/concourse-kv", "vault-shared-path": "shared", "vault-enable-kv-mount-cache": false,
+			"secret-cache-enabled": true, "secret-cache-duration": "10m", "secret-cache-duration-notfound": "30s",
+		}, nil},
+		{"web-vault-token-secret", true, map[string]any{"mode": "web", "version": "7.14.3",
+			"vault-url": "http://127.0.0.1:8200", "vault-client-token": "secret:d0a1b2c3d4e5f6g7h8i9", "vault-ca-cert": "/etc/ssl/vault-ca.pem",
+			"secret-cache-enabled": false,
+		}, nil},
+		{"worker-every-worker-option", false, map[string]any{"mode": "worker", "version": "8.2.5",
+			"worker-baggageclaim-driver": "overlay", "worker-max-containers": json.Number("100"), "worker-team": "ops",
+			"worker-ephemeral": true, "extra-worker-flags": `--garden-network-pool=10.80.0.0/16 --baggageclaim-log-level "debug"`,
+		}, []string{"10.0.0.5:2222"}},
+		{"worker-guardian-max-containers", false, map[string]any{"mode": "worker", "version": "8.2.5",
+			"worker-runtime": "guardian", "worker-max-containers": json.Number("40"),
+		}, []string{"10.0.0.5:2222"}},
 		{"all-login-options", true, map[string]any{"mode": "all", "version": "7.14.3",
 			"extra-local-users": "alice:alice-pw,bob:$2a$10$N9qo8uLOickgx2ZMRZoMyeIjZAgcfl7p92ldGxad68LJZdL17lhWy", "main-team-local-user": "alice",
 			"ldap-host": "ldap.corp:636", "ldap-bind-dn": "cn=ro,dc=corp", "ldap-bind-pw": "secret:d0a1b2c3d4e5f6g7h8i9",
@@ -70,4 +88,14 @@ func TestRenderGolden(t *testing.T) {
 			}
 		})
 	}
+}
+
+// fixture is a file of testdata/render.
+func fixture(t *testing.T, name string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("testdata", "render", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

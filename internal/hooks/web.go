@@ -97,12 +97,12 @@ func (u *unitRun) keyBits() int {
 }
 
 // webURL is what users reach: the external-url option, else the tsa binding's address (see
-// Addresses.Web).
+// Addresses.Web), over https with tls-enabled.
 func (u *unitRun) webURL() string {
 	if u.cfg.ExternalURL != "" {
 		return u.cfg.ExternalURL
 	}
-	return fmt.Sprintf("http://%s:%d", hostForURL(u.f.Addr.Web), u.cfg.WebPort)
+	return fmt.Sprintf("%s://%s:%d", tlsOf(u.cfg).scheme(), hostForURL(u.f.Addr.Web), u.cfg.WebPort)
 }
 
 func hostForURL(addr string) string {
@@ -154,6 +154,7 @@ func (u *unitRun) ensureWeb(ctx context.Context) (ready bool, err error) {
 		u.status.blocked(err.Error())
 		return false, nil
 	}
+	webCfg.vaultKV = u.vaultFromRelation() // vault.go: the relation's Vault wins over the options
 	env, envFile, unitFile, err := renderWeb(webCfg, u.deps.Paths, u.f.Addr.Peers, u.binary, password, db)
 	if err != nil {
 		u.status.blocked(fmt.Sprintf("Invalid web configuration: %v", err))
@@ -183,6 +184,13 @@ func (u *unitRun) ensureWeb(ctx context.Context) (ready bool, err error) {
 	}
 	optFiles := webOptionFiles(webCfg.Opts, u.deps.Paths) // CA certificates of the login providers
 	files = append(files, optFiles...)
+	tlsFiles := webTLSFiles(webCfg, u.deps.Paths, u.webGID) // the web's certificate and key
+	files = append(files, tlsFiles...)
+	vaultFiles, err := u.webVaultFiles(webCfg) // Vault's CA and client certificate (vault.go)
+	if err != nil {
+		return false, err
+	}
+	files = append(files, vaultFiles...)
 	if webCfg.hashes != nil {
 		files = append(files, fileSpec{Path: u.path(fileHashChecks), Data: webCfg.hashes.file(), Mode: 0o600, UID: 0, GID: 0})
 	}
@@ -210,6 +218,15 @@ func (u *unitRun) ensureWeb(ctx context.Context) (ready bool, err error) {
 	}
 	if len(optFiles) > 0 {
 		spec.Inputs["login CAs"] = hashOfFiles(optFiles) // absent before, so no restart without them
+	}
+	if len(tlsFiles) > 0 {
+		spec.Inputs["TLS certificate"] = hashOfFiles(tlsFiles) // likewise; Concourse reads them only at start
+	}
+	if len(vaultFiles) > 0 {
+		spec.Inputs["Vault files"] = hashOfFiles(vaultFiles) // likewise
+	}
+	if note := tlsExpiryNote(webCfg, u.now()); note != "" {
+		u.status.note(note)
 	}
 	envList := envListOf(env)
 	if msg := u.encryptionRefusal(ctx, webCfg, db, envFile); msg != "" {
@@ -251,6 +268,9 @@ func (u *unitRun) ensureWeb(ctx context.Context) (ready bool, err error) {
 		return false, err
 	}
 	ok, err = u.applyService(ctx, spec, plan)
+	if err == nil && len(tlsFiles) == 0 {
+		err = u.removeTLSFiles()
+	}
 	if err != nil || !ok {
 		return false, err
 	}
@@ -292,7 +312,7 @@ func (u *unitRun) retireDeparted(ctx context.Context, password string) {
 		return // this unit is the one leaving: its own teardown retires its worker
 	}
 	name := storage.UnitTag(unit)
-	base := fmt.Sprintf("http://127.0.0.1:%d", u.cfg.WebPort)
+	base := u.localWebURL()
 	found, err := u.deps.RetireWorker(ctx, base, u.cfg.AdminUser, password, name)
 	switch {
 	case err != nil:
@@ -310,7 +330,7 @@ func (u *unitRun) waitWeb(ctx context.Context, wait time.Duration) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, wait)
 	defer cancel()
-	base := fmt.Sprintf("http://127.0.0.1:%d", u.cfg.WebPort)
+	base := u.localWebURL()
 	for {
 		v, err := u.deps.WebInfo(ctx, base)
 		if err == nil && v == u.state.Web.Version {
@@ -611,17 +631,29 @@ func envListOf(vars []concourse.EnvVar) []string {
 // render command share it, so what `render` prints is what a unit writes.
 func renderWeb(cfg Config, p Paths, address, binary, password string, db concourse.DBConfig) ([]concourse.EnvVar, []byte, []byte, error) {
 	path := func(rel string) string { return filepath.Join(p.ConfigDir, rel) }
+	if err := tlsConfigError(cfg); err != nil {
+		return nil, nil, nil, err
+	}
 	ext := cfg.ExternalURL
 	if ext == "" {
-		ext = fmt.Sprintf("http://%s:%d", hostForURL(address), cfg.WebPort)
+		ext = fmt.Sprintf("%s://%s:%d", tlsOf(cfg).scheme(), hostForURL(address), cfg.WebPort)
+	}
+	// With TLS, web-port serves HTTPS and Concourse's plain listener moves to the redirect port.
+	bindPort := cfg.WebPort
+	if tlsOf(cfg).On {
+		bindPort = tlsOf(cfg).RedirectPort
 	}
 	// Local users' passwords go to web.env bcrypt-hashed (Concourse accepts a hash of cost ≥ 10).
 	adminHash, extraUsers, err := webLocalUsers(cfg, password)
 	if err != nil {
 		return nil, nil, nil, err
 	}
+	vaultEnv, _, _, err := webVault(cfg, p) // Vault and the secret cache (vault.go)
+	if err != nil {
+		return nil, nil, nil, err
+	}
 	env, err := concourse.WebEnv(concourse.WebConfig{
-		BindPort:                   cfg.WebPort,
+		BindPort:                   bindPort,
 		ExternalURL:                ext,
 		LogLevel:                   cfg.LogLevel,
 		SessionSigningKeyPath:      path(keySession),
@@ -635,7 +667,7 @@ func renderWeb(cfg Config, p Paths, address, binary, password string, db concour
 		Postgres:                   &db,
 		ContainerPlacementStrategy: cfg.ContainerPlacementStrategy,
 		PeerAddress:                address,
-		Extra:                      append(metricsEnv(cfg), optionEnv(cfg.Opts, roleWeb, p)...),
+		Extra:                      append(append(append(tlsEnv(cfg, p), metricsEnv(cfg)...), optionEnv(cfg.Opts, roleWeb, p)...), vaultEnv...),
 	})
 	if err != nil {
 		return nil, nil, nil, err
@@ -666,13 +698,15 @@ func metricsEnv(cfg Config) []concourse.EnvVar {
 
 // charmWebFlags maps every `concourse web` flag the charm renders itself to its variable in
 // web.env. It is derived from renderWeb with every optional setting on (external URL, database
-// TLS with a CA, metrics, placement, peer address), so a variable the charm starts rendering is
+// TLS with a CA, metrics, placement, peer address, the web's TLS), so a variable the charm starts rendering is
 // refused in extra-web-flags without a second list to keep in step: Concourse names each
 // CONCOURSE_X variable after its flag --x.
 func charmWebFlags() (map[string]string, error) {
 	cfg := Config{
 		WebPort: 8080, ExternalURL: "https://ci.example.com", AdminUser: "admin", LogLevel: "info",
 		ContainerPlacementStrategy: "volume-locality", EnableMetrics: true, hashPassword: placeholderHash,
+		// Presence is all renderWeb needs of the TLS options (their values are checked at parse).
+		Opts: map[string]string{"tls-enabled": "true", "tls-certificate": "<pem>", "tls-key": "<pem>"},
 	}
 	p := Paths{ConfigDir: "/etc/concourse"}
 	db := concourse.DBConfig{
@@ -689,6 +723,9 @@ func charmWebFlags() (map[string]string, error) {
 			out[flagOfEnv(v.Name)] = v.Name
 		}
 	}
+	for _, name := range append(concourse.VaultEnvNames(), concourse.SecretCacheEnvNames()...) {
+		out[flagOfEnv(name)] = name // rendered only when configured: refused in extra-web-flags always
+	}
 	return out, nil
 }
 
@@ -700,6 +737,12 @@ func managedFlagHint(env string) string {
 		return "the database settings come from the postgresql relation (juju integrate <app> postgresql)"
 	case env == "CONCOURSE_BIND_PORT":
 		return "use the web-port option"
+	case strings.HasPrefix(env, "CONCOURSE_TLS_"):
+		return "use the tls-enabled, tls-certificate and tls-key options; HTTPS is served on web-port"
+	case strings.HasPrefix(env, "CONCOURSE_VAULT_"):
+		return "use the vault-* options or the vault-kv relation (juju integrate <app> vault:vault-kv)"
+	case strings.HasPrefix(env, "CONCOURSE_SECRET_CACHE_"):
+		return "use the secret-cache-* options"
 	case env == "CONCOURSE_EXTERNAL_URL":
 		return "use the external-url option"
 	case env == "CONCOURSE_LOG_LEVEL":

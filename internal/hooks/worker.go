@@ -2,8 +2,10 @@ package hooks
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 
@@ -116,6 +118,21 @@ func renderWorker(cfg Config, p Paths, unit, binary string, tsaHosts []string) (
 		// default (config.yaml says so) does not apply to them.
 		dns = nil
 	}
+	extra := optionEnv(cfg.Opts, roleWorker, p) // proxies, worker-team, worker-ephemeral
+	if n := cfg.Opts["worker-max-containers"]; n != "" {
+		env := workerMaxContainersEnv(cfg.WorkerRuntime)
+		if env == "" {
+			return nil, nil, &ConfigError{"worker-max-containers", n, "worker-runtime houdini runs no containers: set it to 0, or choose containerd or guardian"}
+		}
+		extra = append(extra, concourse.EnvVar{Name: env, Value: n})
+	}
+	var flags []string
+	if raw := cfg.Opts["extra-worker-flags"]; raw != "" {
+		var err error
+		if flags, err = concourse.SplitFlags(raw); err != nil {
+			return nil, nil, &ConfigError{"extra-worker-flags", raw, err.Error()}
+		}
+	}
 	env, err := concourse.WorkerEnv(concourse.WorkerConfig{
 		Name:                 storage.UnitTag(unit), // stable and unique: the unit, as the share names it
 		WorkDir:              p.WorkDir,
@@ -127,7 +144,8 @@ func renderWorker(cfg Config, p Paths, unit, binary string, tsaHosts []string) (
 		Runtime:              cfg.WorkerRuntime,
 		DNSProxyEnable:       cfg.DNSProxyEnable,
 		DNSServers:           dns,
-		Extra:                optionEnv(cfg.Opts, roleWorker, p), // http-proxy, https-proxy, no-proxy
+		BaggageclaimDriver:   cfg.Opts["worker-baggageclaim-driver"],
+		Extra:                extra,
 	})
 	if err != nil {
 		return nil, nil, err
@@ -138,6 +156,7 @@ func renderWorker(cfg Config, p Paths, unit, binary string, tsaHosts []string) (
 		Subcommand:  "worker",
 		EnvFile:     path(fileWorkerEnv),
 		User:        "root",
+		ExtraArgs:   flags,
 	})
 	return concourse.RenderEnv(env), unitFile, nil
 }
@@ -187,4 +206,149 @@ func tsaEndpoints(f *Facts) (hosts, keys []string, version string, refused []key
 	sort.Strings(keys)
 	sortRefusals(refused)
 	return hosts, keys, version, refused
+}
+
+// workerOptions are the worker's settings of issue 10 (not in the Python charm), checked
+// against the real `concourse worker --help` of 7.14.3 and 8.2.5.
+func workerOptions() []option {
+	return []option{
+		{Name: "worker-baggageclaim-driver", Type: "string", Default: concourse.DefaultBaggageclaimDriver, Role: roleWorker, Check: checkBaggageclaimDriver,
+			Doc: "Volume driver of the workers: naive (copies, works everywhere; the charm's default, as the Python charm rendered), overlay, btrfs, or detect (Concourse picks overlay on kernels 4.0 and later, else btrfs if usable, else naive). Changing it restarts the workers; volumes of the old driver are not reused. Not in the Python charm."},
+		{Name: "worker-max-containers", Type: "int", Default: "0", Role: roleWorker, Check: checkCount,
+			Doc: "Most containers a worker runs at once (CONCOURSE_CONTAINERD_MAX_CONTAINERS or CONCOURSE_GARDEN_MAX_CONTAINERS, after worker-runtime); 0 leaves Concourse's 250. Not for worker-runtime houdini. Not in the Python charm."},
+		{Name: "worker-team", Type: "string", Role: roleWorker, Env: "CONCOURSE_TEAM", Check: checkTeamName,
+			Doc: "Team the workers belong to: they run only that team's builds (empty: every team's). Not in the Python charm."},
+		{Name: "worker-ephemeral", Type: "boolean", Default: "false", Role: roleWorker, Env: "CONCOURSE_EPHEMERAL", Check: checkSwitch,
+			Doc: "Workers are removed from Concourse at once when they stop heartbeating, instead of stalling. Not in the Python charm."},
+		{Name: "extra-worker-flags", Type: "string", Role: roleWorker, Check: checkExtraWorkerFlags,
+			Doc: "Further `concourse worker` flags, space-separated, quoted as in a shell, e.g. --garden-network-pool=10.80.0.0/16. Flags the charm sets itself and flags carrying secrets are refused. Not in the Python charm."},
+	}
+}
+
+func checkBaggageclaimDriver(v string) (string, error) {
+	if !contains([]string{"naive", "overlay", "btrfs", "detect"}, v) {
+		return "", errors.New("allowed values are naive, overlay, btrfs, detect")
+	}
+	return v, nil
+}
+
+// checkTeamName accepts a Concourse team name: one word, no slashes.
+func checkTeamName(v string) (string, error) {
+	if !teamRE.MatchString(v) {
+		return "", errors.New("expected a team name: letters, digits, '-', '_' and '.'")
+	}
+	return v, nil
+}
+
+var teamRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+
+// workerMaxContainersEnv is the variable of worker-max-containers for runtime.
+func workerMaxContainersEnv(runtime string) string {
+	switch runtime {
+	case "guardian":
+		return "CONCOURSE_GARDEN_MAX_CONTAINERS"
+	case "houdini":
+		return ""
+	}
+	return "CONCOURSE_CONTAINERD_MAX_CONTAINERS"
+}
+
+// charmWorkerFlags maps every `concourse worker` flag the charm renders to its variable,
+// derived from renderWorker with every setting on for each runtime (see charmWebFlags).
+func charmWorkerFlags() (map[string]string, error) {
+	out := map[string]string{}
+	for _, runtime := range workerRuntimes {
+		cfg := Config{LogLevel: "info", Tags: []string{"t"}, WorkerRuntime: runtime, DNSProxyEnable: runtime != "houdini",
+			Opts: map[string]string{"worker-team": "main", "worker-ephemeral": "true", "http-proxy": "http://p:1", "https-proxy": "http://p:1", "no-proxy": "x"}}
+		if runtime != "houdini" {
+			cfg.DNSServers = []string{"192.0.2.53"}
+			cfg.Opts["worker-max-containers"] = "10"
+		}
+		env, _, err := renderWorker(cfg, Paths{ConfigDir: "/etc/concourse", WorkDir: "/var/lib/concourse-worker/work"}, "app/0", "/bin/concourse", []string{"192.0.2.1:2222"})
+		if err != nil {
+			return nil, fmt.Errorf("listing the flags the charm renders for the worker: %w", err)
+		}
+		vars, err := concourse.ParseEnvFile(env)
+		if err != nil {
+			return nil, err
+		}
+		for name := range vars {
+			if strings.HasPrefix(name, "CONCOURSE_") {
+				out[flagOfEnv(name)] = name
+			}
+		}
+	}
+	// The other runtime's max-containers flag is the same setting.
+	out["--garden-max-containers"], out["--containerd-max-containers"] = "CONCOURSE_GARDEN_MAX_CONTAINERS", "CONCOURSE_CONTAINERD_MAX_CONTAINERS"
+	return out, nil
+}
+
+// workerFlagHint says which option sets a worker variable the charm renders.
+func workerFlagHint(env string) string {
+	switch {
+	case strings.HasPrefix(env, "CONCOURSE_TSA_"):
+		return "the charm exchanges the TSA keys and addresses over relations"
+	case strings.HasSuffix(env, "_MAX_CONTAINERS"):
+		return "use the worker-max-containers option"
+	case env == "CONCOURSE_BAGGAGECLAIM_DRIVER":
+		return "use the worker-baggageclaim-driver option"
+	case env == "CONCOURSE_TEAM":
+		return "use the worker-team option"
+	case env == "CONCOURSE_EPHEMERAL":
+		return "use the worker-ephemeral option"
+	case env == "CONCOURSE_TAG":
+		return "use the tag option"
+	case env == "CONCOURSE_RUNTIME":
+		return "use the worker-runtime option"
+	case strings.Contains(env, "_DNS_"):
+		return "use the containerd-dns-proxy-enable and containerd-dns-server options"
+	case env == "CONCOURSE_LOG_LEVEL":
+		return "use the log-level option"
+	}
+	return "the charm sets it for every worker"
+}
+
+// checkExtraWorkerFlags splits extra-worker-flags like extra-web-flags (parseExtraWebFlags):
+// loosely first, so an unbalanced quote does not echo a secret into the status, then exactly.
+// A flag the charm renders is refused (the operator's copy would fight it), and so is a flag
+// carrying a secret (argv and the unit file are world-readable). It returns the value as given;
+// renderWorker splits it again.
+func checkExtraWorkerFlags(raw string) (string, error) {
+	managed, err := charmWorkerFlags()
+	if err != nil {
+		return "", err
+	}
+	check := func(w string) error {
+		name, _, hasValue := strings.Cut(w, "=")
+		switch {
+		case strings.HasPrefix(name, "--") && len(name) > 2:
+			name = strings.ToLower(name)
+		case hasValue && envNameRE.MatchString(name):
+			return &ConfigError{"extra-worker-flags", name, fmt.Sprintf("environment variables are not accepted here: give the flag instead, %s=…", flagOfEnv(name))}
+		default:
+			return nil
+		}
+		if env, ok := managed[name]; ok {
+			return &ConfigError{"extra-worker-flags", name, fmt.Sprintf("the charm sets %s itself: %s", name, workerFlagHint(env))}
+		}
+		if carriesSecret(name) {
+			return &ConfigError{"extra-worker-flags", name, fmt.Sprintf("%s carries a secret, which would be readable in the process list and in the world-readable unit file: extra-worker-flags takes no secrets", name)}
+		}
+		return nil
+	}
+	for _, w := range strings.Fields(raw) {
+		if err := check(strings.Trim(w, `'"`)); err != nil {
+			return "", err
+		}
+	}
+	words, err := concourse.SplitFlags(raw)
+	if err != nil {
+		return "", &ConfigError{"extra-worker-flags", raw, err.Error()}
+	}
+	for _, w := range words {
+		if err := check(w); err != nil {
+			return "", err
+		}
+	}
+	return raw, nil
 }

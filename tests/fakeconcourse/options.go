@@ -227,8 +227,18 @@ func webOptions(f flavour) []option {
 		{long: "vault-client-token", kind: kString},
 		{long: "vault-auth-backend", kind: kString},
 		{long: "vault-insecure-skip-verify", kind: kBool},
+		{long: "vault-client-cert", kind: kFile},
+		{long: "vault-client-key", kind: kFile},
+		{long: "vault-auth-backend-max-ttl", kind: kDuration},
+		{long: "vault-auth-param", kind: kStrings}, // NAME:VALUE,… (a map in go-flags)
+		{long: "vault-lookup-templates", kind: kStrings, def: "/{{.Team}}/{{.Pipeline}}/{{.Secret}}, /{{.Team}}/{{.Secret}}"},
+		{long: "vault-shared-path", kind: kString},
+		{long: "vault-namespace", kind: kString},
+		// Seen in 8.2.5's --help and not in 7.14.3's; the 8.0 and 8.1 binaries were not available.
+		{long: "vault-enable-kv-mount-cache", kind: kBool, since: [2]int{8, 2}},
 		{long: "secret-cache-enabled", kind: kBool},
 		{long: "secret-cache-duration", kind: kDuration, def: "1m"},
+		{long: "secret-cache-duration-notfound", kind: kDuration, def: "10s"},
 		{long: "secret-retry-attempts", kind: kInt, def: "5"},
 		{long: "secret-retry-interval", kind: kDuration, def: "1s"},
 	}
