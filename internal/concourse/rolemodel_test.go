@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -106,34 +105,7 @@ func TestRoleModelRealConcourse(t *testing.T) {
 		}
 	}
 
-	workDir := filepath.Join(dir, "worker")
-	if err := os.Mkdir(workDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	// Houdini, run as root, bind-mounts volumes into the work dir and leaves them after exiting;
-	// registered first so that it runs after the worker has stopped.
-	t.Cleanup(func() { realweb.UnmountUnder(t, workDir) })
-	worker := realweb.Start(t, bin, []string{"worker"}, []string{
-		"CONCOURSE_NAME=role-model-worker",
-		"CONCOURSE_RUNTIME=houdini",
-		"CONCOURSE_WORK_DIR=" + workDir,
-		"CONCOURSE_TSA_HOST=127.0.0.1:" + strconv.Itoa(lb.TSAPort),
-		"CONCOURSE_TSA_PUBLIC_KEY=" + filepath.Join(dir, "tsa_host_key.pub"),
-		"CONCOURSE_TSA_WORKER_PRIVATE_KEY=" + filepath.Join(dir, "worker_key"),
-		"CONCOURSE_BIND_IP=127.0.0.1",
-		"CONCOURSE_BIND_PORT=" + strconv.Itoa(realweb.FreePort(t)),
-		"CONCOURSE_DEBUG_BIND_IP=127.0.0.1",
-		"CONCOURSE_DEBUG_BIND_PORT=" + strconv.Itoa(realweb.FreePort(t)),
-		"CONCOURSE_HEALTHCHECK_BIND_IP=127.0.0.1",
-		"CONCOURSE_HEALTHCHECK_BIND_PORT=" + strconv.Itoa(realweb.FreePort(t)),
-		"CONCOURSE_BAGGAGECLAIM_BIND_IP=127.0.0.1",
-		"CONCOURSE_BAGGAGECLAIM_BIND_PORT=" + strconv.Itoa(realweb.FreePort(t)),
-		"CONCOURSE_BAGGAGECLAIM_DEBUG_BIND_IP=127.0.0.1",
-		"CONCOURSE_BAGGAGECLAIM_DEBUG_BIND_PORT=" + strconv.Itoa(realweb.FreePort(t)),
-		"CONCOURSE_BAGGAGECLAIM_DRIVER=naive",
-		"CONCOURSE_LOG_LEVEL=info",
-		"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-	}, filepath.Join(dir, "worker.log"))
+	worker := realweb.StartHoudiniWorker(t, bin, "role-model-worker", dir, lb.TSAPort, filepath.Join(dir, "worker"), filepath.Join(dir, "worker.log"))
 	realweb.WaitFor(t, ctx, worker, 90*time.Second, "the worker to be running", func() error {
 		out, err := fly.Run(ctx, "workers")
 		if err != nil {

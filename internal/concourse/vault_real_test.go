@@ -251,34 +251,7 @@ func vaultEndpoints(reqs []vaulttest.Request) string {
 
 // vaultHoudiniWorker runs a houdini worker registering with the web's TSA on tsaPort.
 func vaultHoudiniWorker(t *testing.T, bin, dir string, tsaPort int) *realweb.Child {
-	workDir := filepath.Join(dir, "worker")
-	if err := os.Mkdir(workDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	// Houdini bind-mounts volumes under the work dir and leaves them; registered first so it runs
-	// after the worker has stopped.
-	t.Cleanup(func() { realweb.UnmountUnder(t, workDir) })
-	return realweb.Start(t, bin, []string{"worker"}, []string{
-		"CONCOURSE_NAME=vault-worker",
-		"CONCOURSE_RUNTIME=houdini",
-		"CONCOURSE_WORK_DIR=" + workDir,
-		"CONCOURSE_TSA_HOST=127.0.0.1:" + strconv.Itoa(tsaPort),
-		"CONCOURSE_TSA_PUBLIC_KEY=" + filepath.Join(dir, "tsa_host_key.pub"),
-		"CONCOURSE_TSA_WORKER_PRIVATE_KEY=" + filepath.Join(dir, "worker_key"),
-		"CONCOURSE_BIND_IP=127.0.0.1",
-		"CONCOURSE_BIND_PORT=" + strconv.Itoa(realweb.FreePort(t)),
-		"CONCOURSE_DEBUG_BIND_IP=127.0.0.1",
-		"CONCOURSE_DEBUG_BIND_PORT=" + strconv.Itoa(realweb.FreePort(t)),
-		"CONCOURSE_HEALTHCHECK_BIND_IP=127.0.0.1",
-		"CONCOURSE_HEALTHCHECK_BIND_PORT=" + strconv.Itoa(realweb.FreePort(t)),
-		"CONCOURSE_BAGGAGECLAIM_BIND_IP=127.0.0.1",
-		"CONCOURSE_BAGGAGECLAIM_BIND_PORT=" + strconv.Itoa(realweb.FreePort(t)),
-		"CONCOURSE_BAGGAGECLAIM_DEBUG_BIND_IP=127.0.0.1",
-		"CONCOURSE_BAGGAGECLAIM_DEBUG_BIND_PORT=" + strconv.Itoa(realweb.FreePort(t)),
-		"CONCOURSE_BAGGAGECLAIM_DRIVER=naive",
-		"CONCOURSE_LOG_LEVEL=info",
-		"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-	}, filepath.Join(dir, "worker.log"))
+	return realweb.StartHoudiniWorker(t, bin, "vault-worker", dir, tsaPort, filepath.Join(dir, "worker"), filepath.Join(dir, "worker.log"))
 }
 
 func vaultWaitWorker(t *testing.T, ctx context.Context, fly realweb.Fly, worker *realweb.Child, name string) {

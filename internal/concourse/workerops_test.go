@@ -147,27 +147,8 @@ func testWorkerOps(t *testing.T, set realconcourse.Set, version string, db DBCon
 	}
 
 	const wname = "ops-worker"
-	workDir := filepath.Join(dir, "worker")
-	if err := os.Mkdir(workDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { realweb.UnmountUnder(t, workDir) })
-	workerEnv := []string{
-		"CONCOURSE_NAME=" + wname,
-		"CONCOURSE_RUNTIME=houdini",
-		"CONCOURSE_WORK_DIR=" + workDir,
-		"CONCOURSE_TSA_HOST=127.0.0.1:" + strconv.Itoa(lb.TSAPort),
-		"CONCOURSE_TSA_PUBLIC_KEY=" + filepath.Join(dir, "tsa_host_key.pub"),
-		"CONCOURSE_TSA_WORKER_PRIVATE_KEY=" + filepath.Join(dir, "worker_key"),
-		"CONCOURSE_BAGGAGECLAIM_DRIVER=naive",
-		"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-	}
 	startWorker := func(log string) *realweb.Child {
-		env := append([]string(nil), workerEnv...)
-		for _, name := range []string{"CONCOURSE_BIND", "CONCOURSE_DEBUG_BIND", "CONCOURSE_HEALTHCHECK_BIND", "CONCOURSE_BAGGAGECLAIM_BIND", "CONCOURSE_BAGGAGECLAIM_DEBUG_BIND"} {
-			env = append(env, name+"_IP=127.0.0.1", name+"_PORT="+strconv.Itoa(realweb.FreePort(t)))
-		}
-		return realweb.Start(t, bin, []string{"worker"}, env, filepath.Join(dir, log))
+		return realweb.StartHoudiniWorker(t, bin, wname, dir, lb.TSAPort, filepath.Join(dir, "worker"), filepath.Join(dir, log))
 	}
 	// workerState polls the API until the worker is in state want (or gone, for want "").
 	workerState := func(p *realweb.Child, limit time.Duration, want string) time.Duration {

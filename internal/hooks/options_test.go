@@ -256,11 +256,7 @@ func TestOptionValidation(t *testing.T) {
 		}
 		return m
 	}
-	cases := []struct {
-		name   string
-		config map[string]any
-		want   string // "" = valid
-	}{
+	cases := []configCase{
 		{"defaults", map[string]any{}, ""},
 		{"LDAP complete", ldap, ""},
 		{"LDAP without its bind password", with(ldap, "ldap-bind-pw", ""), `invalid ldap-bind-pw "": required when ldap-host is set (ldap-host turns ldap login on and needs ldap-host, ldap-bind-dn, ldap-bind-pw)`},
@@ -303,6 +299,20 @@ func TestOptionValidation(t *testing.T) {
 		{"managed flag refused in extra-web-flags", map[string]any{"extra-web-flags": "--ldap-host=x"}, `invalid extra-web-flags "--ldap-host": the charm sets --ldap-host itself: use the ldap-host option`},
 		{"LDAP switch still allowed in extra-web-flags", with(ldap, "extra-web-flags", "--ldap-insecure-no-ssl"), ""},
 	}
+	runConfigCases(t, cases)
+}
+
+// configCase is one scenario of parseConfig: the raw options and what the status says of them.
+type configCase struct {
+	name   string
+	config map[string]any
+	want   string // "" = valid; otherwise a substring of the error
+}
+
+// runConfigCases runs each case as a subtest: parseConfig accepts it (want "") or refuses it with
+// an error containing want, and no message shows the test secret "hunter2".
+func runConfigCases(t *testing.T, cases []configCase) {
+	t.Helper()
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := parseConfig(c.config)

@@ -163,11 +163,7 @@ func TestVaultKVRelation(t *testing.T) {
 func TestVaultAndWorkerOptionValidation(t *testing.T) {
 	t.Parallel()
 	ca := testCAPEMFixed(t)
-	cases := []struct {
-		name   string
-		config map[string]any
-		want   string // "" = valid
-	}{
+	cases := []configCase{
 		{"Vault by token", map[string]any{"vault-url": "https://vault:8200", "vault-client-token": "hvs.abc"}, ""},
 		{"Vault URL with a path", map[string]any{"vault-url": "https://vault:8200/v1"}, `invalid vault-url "https://vault:8200/v1": expected the Vault server's URL`},
 		{"auth backend with a space", map[string]any{"vault-auth-backend": "app role"}, `invalid vault-auth-backend "app role": expected one word`},
@@ -202,20 +198,7 @@ func TestVaultAndWorkerOptionValidation(t *testing.T) {
 		{"extra worker flags", map[string]any{"extra-worker-flags": `--garden-network-pool=10.80.0.0/16 --baggageclaim-log-level debug`}, ""},
 		{"Vault flag in extra-web-flags", map[string]any{"extra-web-flags": "--vault-url=https://v:8200"}, `the charm sets --vault-url itself: use the vault-* options or the vault-kv relation`},
 	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			_, err := parseConfig(c.config)
-			switch {
-			case c.want == "" && err != nil:
-				t.Errorf("parseConfig: %v; want valid", err)
-			case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
-				t.Errorf("parseConfig: %v; want %q", err, c.want)
-			}
-			if err != nil && strings.Contains(err.Error(), "hunter2") {
-				t.Errorf("the status shows a secret: %v", err)
-			}
-		})
-	}
+	runConfigCases(t, cases)
 }
 
 // Rules the web checks when it renders: Vault options without a Vault do nothing, so they are

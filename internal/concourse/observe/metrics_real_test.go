@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -58,25 +57,7 @@ func startReal(t *testing.T, ctx context.Context, set realconcourse.Set, pg *pgt
 	web := realweb.Start(t, bin, []string{"web"}, env, filepath.Join(dir, "web.log"))
 	realweb.WaitInfo(t, ctx, web, lb.URL)
 
-	workDir := filepath.Join(dir, "worker")
-	if err := os.Mkdir(workDir, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { realweb.UnmountUnder(t, workDir) })
-	wenv := []string{
-		"CONCOURSE_NAME=metrics-worker",
-		"CONCOURSE_RUNTIME=houdini",
-		"CONCOURSE_WORK_DIR=" + workDir,
-		"CONCOURSE_TSA_HOST=127.0.0.1:" + strconv.Itoa(lb.TSAPort),
-		"CONCOURSE_TSA_PUBLIC_KEY=" + filepath.Join(dir, "tsa_host_key.pub"),
-		"CONCOURSE_TSA_WORKER_PRIVATE_KEY=" + filepath.Join(dir, "worker_key"),
-		"CONCOURSE_BAGGAGECLAIM_DRIVER=naive",
-		"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
-	}
-	for _, name := range []string{"CONCOURSE_BIND", "CONCOURSE_DEBUG_BIND", "CONCOURSE_HEALTHCHECK_BIND", "CONCOURSE_BAGGAGECLAIM_BIND", "CONCOURSE_BAGGAGECLAIM_DEBUG_BIND"} {
-		wenv = append(wenv, name+"_IP=127.0.0.1", name+"_PORT="+strconv.Itoa(realweb.FreePort(t)))
-	}
-	worker := realweb.Start(t, bin, []string{"worker"}, wenv, filepath.Join(dir, "worker.log"))
+	worker := realweb.StartHoudiniWorker(t, bin, "metrics-worker", dir, lb.TSAPort, filepath.Join(dir, "worker"), filepath.Join(dir, "worker.log"))
 
 	url := fmt.Sprintf("http://127.0.0.1:%d/metrics", promPort)
 	var families map[string]string

@@ -151,6 +151,37 @@ func UnmountUnder(t testing.TB, dir string) {
 	}
 }
 
+// StartHoudiniWorker runs `concourse worker` named name with the houdini runtime (no
+// containers, so it runs without Garden), registering with the TSA on 127.0.0.1:tsaPort with the
+// keys GenerateKeys wrote into keyDir; every listener is on loopback and a free port, volumes go
+// under workDir (created if missing) and output to logPath. extraEnv is appended last, so it adds
+// variables or overrides these (a later assignment wins in exec's environment). Houdini, run as
+// root, bind-mounts volumes under workDir and leaves them after exiting, so the UnmountUnder
+// cleanup is registered before the worker's own: cleanups run last-in first-out, so it runs after
+// the worker has stopped. Safe to call again with the same workDir to restart a worker.
+func StartHoudiniWorker(t testing.TB, bin, name, keyDir string, tsaPort int, workDir, logPath string, extraEnv ...string) *Child {
+	t.Helper()
+	if err := os.MkdirAll(workDir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { UnmountUnder(t, workDir) })
+	env := []string{
+		"CONCOURSE_NAME=" + name,
+		"CONCOURSE_RUNTIME=houdini",
+		"CONCOURSE_WORK_DIR=" + workDir,
+		"CONCOURSE_TSA_HOST=127.0.0.1:" + strconv.Itoa(tsaPort),
+		"CONCOURSE_TSA_PUBLIC_KEY=" + filepath.Join(keyDir, "tsa_host_key.pub"),
+		"CONCOURSE_TSA_WORKER_PRIVATE_KEY=" + filepath.Join(keyDir, "worker_key"),
+		"CONCOURSE_BAGGAGECLAIM_DRIVER=naive",
+		"CONCOURSE_LOG_LEVEL=info",
+		"PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+	}
+	for _, bind := range []string{"CONCOURSE_BIND", "CONCOURSE_DEBUG_BIND", "CONCOURSE_HEALTHCHECK_BIND", "CONCOURSE_BAGGAGECLAIM_BIND", "CONCOURSE_BAGGAGECLAIM_DEBUG_BIND"} {
+		env = append(env, bind+"_IP=127.0.0.1", bind+"_PORT="+strconv.Itoa(FreePort(t)))
+	}
+	return Start(t, bin, []string{"worker"}, append(env, extraEnv...), logPath)
+}
+
 // GenerateKeys writes the keys a web and a worker need into dir with `concourse generate-key`:
 // session_signing_key (rsa), tsa_host_key and worker_key (ssh), with their .pub files.
 func GenerateKeys(t testing.TB, ctx context.Context, bin, dir string) {
