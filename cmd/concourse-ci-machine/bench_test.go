@@ -134,16 +134,7 @@ func newWebBench(b *testing.B, bins binaries, n int) *webBench {
 	uri := u.model.AddSecret("postgresql", map[string]string{"username": "relation-1", "password": "s3cret-pw"}, "")
 	u.model.GrantSecret(uri, db, "")
 	u.model.SetAppData(db, "postgresql", map[string]string{"endpoints": "127.0.0.1:5432", "database": "concourse", "secret-user": uri})
-	l, err := net.Listen("unix", u.sock)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { l.Close() })
-	go jujutest.Serve(l, func(id string) (*jujutest.HookContext, bool) {
-		u.calls.Add(1)
-		hc := u.current.Load()
-		return hc, hc != nil && hc.ID() == id
-	})
+	serveAgent(b, u.sock, &u.calls, &u.current)
 	// install reads everything (no cache yet); the next hooks create the admin secret, start the
 	// web and settle what it publishes.
 	for _, h := range []string{"install", "leader-elected", "config-changed", "start", "update-status"} {

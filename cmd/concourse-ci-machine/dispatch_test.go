@@ -143,6 +143,22 @@ type benchUnit struct {
 	current  atomic.Pointer[jujutest.HookContext]
 }
 
+// serveAgent answers the jujuc protocol on sock for the hook context in current (the unit agent's
+// socket), counting the calls, until the test ends.
+func serveAgent(tb testing.TB, sock string, calls *atomic.Int64, current *atomic.Pointer[jujutest.HookContext]) {
+	tb.Helper()
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { l.Close() })
+	go jujutest.Serve(l, func(id string) (*jujutest.HookContext, bool) {
+		calls.Add(1)
+		hc := current.Load()
+		return hc, hc != nil && hc.ID() == id
+	})
+}
+
 // steadyUnitFiles prepares what a unit in steady state has on its machine for a benchmark or a
 // test of the real dispatch binary: a fake systemctl that reports every unit active (the host has
 // no systemd, and must not) and the 7.14.3 release, whose bin/concourse is script, installed in
@@ -190,16 +206,7 @@ func newBenchUnit(b testing.TB) *benchUnit {
 	tsaKey := strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub)))
 	u.model.SetUnitData(peers, web, map[string]string{"tsa-host": "10.0.0.10:2222", "tsa-public-key": tsaKey, "concourse-version": "7.14.3"})
 	u.model.SetAppData(peers, "concourse-ci-machine", map[string]string{"target-version": "7.14.3", "installed-version": "7.14.3", "concourse-version": "7.14.3"})
-	l, err := net.Listen("unix", u.sock)
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { l.Close() })
-	go jujutest.Serve(l, func(id string) (*jujutest.HookContext, bool) {
-		u.calls.Add(1)
-		hc := u.current.Load()
-		return hc, hc != nil && hc.ID() == id
-	})
+	serveAgent(b, u.sock, &u.calls, &u.current)
 	// First convergence writes the worker's files and records it as started.
 	if err := u.dispatch(wk, "config-changed", "rpc"); err != nil {
 		b.Fatal(err)

@@ -3,7 +3,6 @@ package concourse
 import (
 	"context"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -84,17 +83,7 @@ func TestRoleModelRealConcourse(t *testing.T) {
 	if out, err := fly.Run(ctx, "login", "-c", lb.URL, "-u", "admin", "-p", adminPass); err != nil {
 		t.Fatalf("fly login: %v\n%s\n%s", err, out, web.LogTail())
 	}
-	pipeline := filepath.Join(dir, "pipeline.yml")
-	if err := os.WriteFile(pipeline, []byte(`jobs:
-- name: hello
-  plan:
-  - task: say
-    config:
-      platform: linux
-      run: {path: /bin/sh, args: [-c, "echo hello-from-role-model"]}
-`), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	pipeline := realweb.EchoPipeline(t, dir, "hello-from-role-model")
 	// set-pipeline makes Concourse create pipeline_build_events_<id> (runtime DDL).
 	for _, args := range [][]string{
 		{"set-pipeline", "-n", "-p", "rm", "-c", pipeline},

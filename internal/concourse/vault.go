@@ -317,13 +317,11 @@ func VaultEnv(c VaultConfig) (VaultRendered, error) {
 		set(envVaultKVMountCache, "true")
 	}
 
-	if err := ck.err(); err != nil {
+	env, err := finish(out.Env, nil, &ck) // checked and sorted like WebEnv's
+	if err != nil {
 		return VaultRendered{}, err
 	}
-	if err := CheckEnv(out.Env); err != nil {
-		return VaultRendered{}, err
-	}
-	slices.SortStableFunc(out.Env, func(a, b EnvVar) int { return strings.Compare(a.Name, b.Name) })
+	out.Env = env
 	return out, nil
 }
 

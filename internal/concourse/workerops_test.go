@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -129,17 +128,7 @@ func testWorkerOps(t *testing.T, set realconcourse.Set, version string, db DBCon
 	if out, err := fly.Run(ctx, "login", "-c", lb.URL, "-u", "admin", "-p", adminPass); err != nil {
 		t.Fatalf("fly login: %v\n%s", err, out)
 	}
-	pipeline := filepath.Join(dir, "pipeline.yml")
-	if err := os.WriteFile(pipeline, []byte(`jobs:
-- name: hello
-  plan:
-  - task: say
-    config:
-      platform: linux
-      run: {path: /bin/sh, args: [-c, "echo hello-after-resume"]}
-`), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	pipeline := realweb.EchoPipeline(t, dir, "hello-after-resume")
 	for _, args := range [][]string{{"set-pipeline", "-n", "-p", "ops", "-c", pipeline}, {"unpause-pipeline", "-p", "ops"}} {
 		if out, err := fly.Run(ctx, args...); err != nil {
 			t.Fatalf("fly %s: %v\n%s", args[0], err, out)

@@ -90,17 +90,7 @@ func TestInvalidConfigBlocksAndWritesNothing(t *testing.T) {
 			w := newWorld(t, 1, map[string]any{c.key: c.value})
 			w.deploy()
 			w.wantStatus(u0, c.want)
-			if err := filepath.Walk(w.dir, func(p string, info os.FileInfo, err error) error {
-				if err == nil && !info.IsDir() {
-					t.Errorf("invalid config wrote %s", p)
-				}
-				return nil
-			}); err != nil {
-				t.Fatal(err)
-			}
-			if n := len(w.services(u0).calls); n != 0 {
-				t.Errorf("invalid config touched services: %v", w.services(u0).calls)
-			}
+			assertNothingWritten(t, w)
 		})
 	}
 }

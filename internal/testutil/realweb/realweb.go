@@ -376,3 +376,16 @@ func cut(s string, n int) string {
 	}
 	return s
 }
+
+// EchoPipeline writes a pipeline with one job, hello, whose task (no image: houdini runs it on the
+// worker) prints msg, and returns its path.
+func EchoPipeline(t testing.TB, dir, msg string) string {
+	t.Helper()
+	p := filepath.Join(dir, "pipeline.yml")
+	yml := "jobs:\n- name: hello\n  plan:\n  - task: say\n    config:\n      platform: linux\n" +
+		"      run: {path: /bin/sh, args: [-c, \"echo " + msg + "\"]}\n"
+	if err := os.WriteFile(p, []byte(yml), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
