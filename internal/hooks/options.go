@@ -341,6 +341,29 @@ func webOptionFiles(opts map[string]string, p Paths) []fileSpec {
 	return out
 }
 
+// removeStaleOptionFiles removes the CA files of login options that no longer give PEM text
+// (cleared, or now a path on the unit), once the web runs without them: a certificate the
+// operator withdrew should not stay on the machine as if it were still trusted.
+func (u *unitRun) removeStaleOptionFiles(kept []fileSpec) error {
+	keep := map[string]bool{}
+	for _, f := range kept {
+		keep[f.Path] = true
+	}
+	for _, name := range sortedKeys(caCertOptions) {
+		path := filepath.Join(u.deps.Paths.ConfigDir, caCertOptions[name])
+		if keep[path] {
+			continue
+		}
+		switch err := os.Remove(path); {
+		case err == nil:
+			u.act("Remove %s: %s no longer holds a certificate", path, name)
+		case !errors.Is(err, os.ErrNotExist):
+			return fmt.Errorf("removing %s: %w", path, err)
+		}
+	}
+	return nil
+}
+
 // extraLocalUsers splits the checked extra-local-users value into users.
 func extraLocalUsers(v string) []concourse.LocalUser {
 	var out []concourse.LocalUser

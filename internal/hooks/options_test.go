@@ -647,3 +647,36 @@ func TestHashCacheKeepsHashes(t *testing.T) {
 		t.Errorf("without the checks file the hash changed")
 	}
 }
+
+// TestClearedCAOptionRemovesItsFile: a login CA the operator withdraws does not stay on the
+// machine; the web restarts once without it and its variable is gone.
+func TestClearedCAOptionRemovesItsFile(t *testing.T) {
+	w := newWorld(t, 1, map[string]any{"version": "7.14.3"})
+	w.deploy()
+	w.addPostgres()
+	ldap := map[string]any{"ldap-host": "ldap.corp:636", "ldap-bind-dn": "cn=ro,dc=corp", "ldap-bind-pw": "pw",
+		"ldap-user-search-base-dn": "ou=people,dc=corp", "ldap-ca-cert": testCAPEM(t)}
+	w.m.SetConfig(app, ldap)
+	w.mustHook(u0, "config-changed")
+	caFile := filepath.Join(w.paths(u0).ConfigDir, caCertOptions["ldap-ca-cert"])
+	if _, err := os.Stat(caFile); err != nil {
+		t.Fatalf("ldap-ca-cert was not written: %v", err)
+	}
+	restarts := w.svcs[u0].count("restart " + webService)
+	w.m.SetConfig(app, map[string]any{"ldap-ca-cert": ""})
+	w.mustHook(u0, "config-changed")
+	w.wantStatus(u0, "active: Web server ready (v7.14.3) http://127.0.2.10:8080")
+	if _, err := os.Stat(caFile); !os.IsNotExist(err) {
+		t.Errorf("%s is still there after ldap-ca-cert was cleared (%v)", caFile, err)
+	}
+	if env, _ := concourse.ParseEnvFile([]byte(w.readFile(u0, fileWebEnv))); env["CONCOURSE_LDAP_CA_CERT"] != "" {
+		t.Errorf("web.env still names the cleared CA: %q", env["CONCOURSE_LDAP_CA_CERT"])
+	}
+	if got := w.svcs[u0].count("restart " + webService); got != restarts+1 {
+		t.Errorf("clearing the CA restarted the web %d times; want once", got-restarts)
+	}
+	w.mustHook(u0, "update-status")
+	if got := w.svcs[u0].count("restart " + webService); got != restarts+1 {
+		t.Errorf("a later hook restarted the web again")
+	}
+}

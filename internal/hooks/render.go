@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
 
 	"github.com/concourse-ci-machine/concourse-ci-machine/internal/concourse"
 )
@@ -42,11 +43,11 @@ func Render(w io.Writer, in RenderInput) error {
 	fmt.Fprintf(w, "# role: %s (mode=%s, leader=%t), shared-storage=%s\n", role, cfg.Mode, in.Leader, cfg.SharedStorage)
 	if role.Web {
 		db := concourse.DBConfig{Host: in.DBHost, Port: in.DBPort, User: "relation-user", Password: "from-the-secret-user-secret", Database: databaseName}
-		_, env, unit, err := renderWeb(cfg, in.Paths, in.Address, binary, "from-the-admin-password-secret", db)
+		vars, _, unit, err := renderWeb(cfg, in.Paths, in.Address, binary, "from-the-admin-password-secret", db)
 		if err != nil {
 			return err
 		}
-		section(w, filepath.Join(in.Paths.ConfigDir, fileWebEnv), "0640 root:concourse", env)
+		section(w, filepath.Join(in.Paths.ConfigDir, fileWebEnv), "0640 root:concourse", concourse.RenderEnv(redactSecrets(vars, cfg.Opts)))
 		for _, f := range webOptionFiles(cfg.Opts, in.Paths) {
 			section(w, f.Path, "0644", f.Data)
 		}
@@ -55,11 +56,11 @@ func Render(w io.Writer, in RenderInput) error {
 			return err
 		}
 		for _, f := range vaultFiles {
-			mode := "0644"
 			if f.Secret {
-				mode = "0640 root:concourse"
+				section(w, f.Path, "0640 root:concourse", []byte("<a secret, not shown>\n"))
+				continue
 			}
-			section(w, f.Path, mode, f.Content)
+			section(w, f.Path, "0644", f.Content)
 		}
 		for _, f := range webTLSFiles(cfg, in.Paths, 0) {
 			if f.Mode == 0o640 {
@@ -94,6 +95,27 @@ func Render(w io.Writer, in RenderInput) error {
 		section(w, filepath.Join(in.Paths.SystemdDir, workerSvc), "0644", unit)
 	}
 	return nil
+}
+
+// redactSecrets hides what render would otherwise print of the secret options' values: render's
+// output goes to terminals, tickets and pastebins, so a variable carrying a secret shows which
+// option it comes from instead. Juju secret URIs are not secrets and are shown as they are.
+func redactSecrets(vars []concourse.EnvVar, opts map[string]string) []concourse.EnvVar {
+	out := make([]concourse.EnvVar, len(vars))
+	for i, v := range vars {
+		out[i] = v
+		for _, o := range optionTable() {
+			val := opts[o.Name]
+			if !o.Secret || val == "" || secretURIRE.MatchString(val) || strings.HasPrefix(v.Value, "<content of secret:") {
+				continue
+			}
+			if v.Name == o.Env || (len(val) >= 4 && strings.Contains(v.Value, val)) {
+				out[i].Value = "<" + o.Name + ", not shown>"
+				break
+			}
+		}
+	}
+	return out
 }
 
 func section(w io.Writer, path, mode string, body []byte) {

@@ -6,6 +6,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
@@ -98,4 +99,35 @@ func fixture(t *testing.T, name string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestRenderShowsNoSecret: what `render` prints (to terminals, tickets, pastebins) carries no
+// secret option's value, only which option it comes from.
+func TestRenderShowsNoSecret(t *testing.T) {
+	secrets := map[string]any{"ldap-bind-pw": "bind-pw-123", "oidc-client-secret": "oidc-secret-456",
+		"encryption-key": "0123456789abcdef", "vault-client-token": "s.token-789", "extra-local-users": "alice:alice-pw-0"}
+	cfg := map[string]any{"mode": "web", "version": "8.2.5", "ldap-host": "ldap.corp:636", "ldap-bind-dn": "cn=ro,dc=corp",
+		"ldap-user-search-base-dn": "ou=people,dc=corp", "oidc-issuer": "https://sso.corp", "oidc-client-id": "ci",
+		"vault-url": "https://vault.corp:8200", "vault-client-key": fixture(t, "vault-client-key.pem"), "vault-client-cert": fixture(t, "vault-client.pem")}
+	for k, v := range secrets {
+		cfg[k] = v
+	}
+	var out bytes.Buffer
+	if err := Render(&out, RenderInput{Config: cfg, Leader: true, Unit: "concourse-ci-machine/0", Address: "10.0.0.5",
+		Paths: DefaultPaths(), DBHost: "10.0.0.9", DBPort: 5432}); err != nil {
+		t.Fatal(err)
+	}
+	for name, v := range secrets {
+		if s := v.(string); strings.Contains(out.String(), s[len(s)-6:]) {
+			t.Errorf("render printed (part of) %s's value:\n%s", name, out.String())
+		}
+	}
+	if key := fixture(t, "vault-client-key.pem"); strings.Contains(out.String(), strings.Split(key, "\n")[1]) {
+		t.Errorf("render printed the vault client key")
+	}
+	for _, want := range []string{"<ldap-bind-pw, not shown>", "<oidc-client-secret, not shown>", "<encryption-key, not shown>", "<vault-client-token, not shown>"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("render lacks %q", want)
+		}
+	}
 }

@@ -271,6 +271,9 @@ func (u *unitRun) ensureWeb(ctx context.Context) (ready bool, err error) {
 	if err == nil && len(tlsFiles) == 0 {
 		err = u.removeTLSFiles()
 	}
+	if err == nil && ok {
+		err = u.removeStaleOptionFiles(optFiles)
+	}
 	if err != nil || !ok {
 		return false, err
 	}
