@@ -128,6 +128,8 @@ func realDeps(env juju.Env, paths hooks.Paths, stderr io.Writer) hooks.Deps {
 		},
 		CheckDB:   concourse.CheckDB,
 		PrepareDB: concourse.PrepareRoleModel,
+		// check-status reads the schema from migrations_history, no binary needed.
+		SchemaVersion: concourse.SchemaVersion,
 		WebInfo: func(ctx context.Context, base string) (string, error) {
 			local, err := hooks.LocalWebClient(paths, base, 2*time.Second) // https: trusts tls-certificate only
 			if err != nil {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -90,127 +89,6 @@ func (u *unitRun) getAdminPassword(ctx context.Context) (map[string]string, erro
 		"url":      u.webURL(),
 		"message":  "Use these credentials to log in to the Concourse web UI or with fly",
 	}, nil
-}
-
-func (u *unitRun) checkStatus(ctx context.Context) (map[string]string, error) {
-	var verbose struct {
-		Verbose bool `json:"verbose"`
-	}
-	if err := u.juju.ActionParams(ctx, &verbose); err != nil {
-		return nil, err
-	}
-	r := map[string]string{"role": u.role.String(), "mode": u.cfg.Mode, "shared-storage": u.cfg.SharedStorage}
-	for name, what := range noEffectOptions(u.cfg.Opts) {
-		r["option-"+name] = what // options Concourse has no setting for (options.go)
-	}
-	store := u.deps.NewStore(u.deps.Paths.Root, u.f.Env.UnitName, nil)
-	inst, err := store.Installed()
-	r["installed-version"] = inst
-	if err != nil {
-		r["installed-version-error"] = err.Error()
-	}
-	if u.cfg.SharedStorage == "lxc" {
-		r["shared-storage-ready"] = strconv.FormatBool(store.CheckShared() == nil)
-	}
-	var problems []string
-	check := func(name, svc string, rec *ServiceRecord, want bool) {
-		active, err := u.deps.Services.IsActive(ctx, svc)
-		switch {
-		case err != nil:
-			r[name+"-service"] = "unknown: " + err.Error()
-			problems = append(problems, err.Error())
-		case active:
-			r[name+"-service"] = "active"
-		default:
-			r[name+"-service"] = "inactive"
-			if want {
-				problems = append(problems, svc+" is not running")
-			}
-		}
-		if rec != nil {
-			r[name+"-version"] = rec.Version
-		}
-	}
-	check("web", webService, u.state.Web, u.role.Web)
-	check("worker", workerSvc, u.state.Worker, u.role.Worker)
-	if u.role.Web {
-		// Loopback, no proxy; with TLS over HTTPS, trusting only the configured certificate.
-		base := u.localWebURL()
-		client, err := LocalWebClient(u.deps.Paths, base, 5*time.Second)
-		var info concourse.InfoResponse
-		if err == nil {
-			info, err = concourse.Info(ctx, client, base)
-		}
-		if err == nil {
-			r["web-api-version"] = info.Version
-		} else {
-			r["web-api"] = err.Error()
-			problems = append(problems, "web API: "+err.Error())
-		}
-		if t := tlsOf(u.cfg); t.On {
-			r["tls"] = fmt.Sprintf("https on port %d, plain HTTP on %d redirects to it", u.cfg.WebPort, t.RedirectPort)
-			if leaf, err := firstCertificate([]byte(t.Cert)); err == nil {
-				r["tls-certificate"] = describeCert(leaf)
-			}
-		}
-		if db, ok := u.dbConfig(ctx); ok {
-			if err := u.deps.CheckDB(ctx, db, 5*time.Second); err != nil {
-				r["database"] = err.Error()
-				problems = append(problems, "database: "+err.Error())
-			} else {
-				r["database"] = fmt.Sprintf("reachable (%s:%d)", db.Host, db.Port)
-			}
-		} else {
-			r["database"] = "not related"
-		}
-	}
-	if u.role.Worker {
-		hosts, _, _ := webUnits(u.f)
-		var reach []string
-		for _, h := range hosts {
-			c, err := net.DialTimeout("tcp", h, 3*time.Second)
-			if err != nil {
-				reach = append(reach, h+" unreachable")
-				problems = append(problems, "TSA "+h+" unreachable")
-				continue
-			}
-			c.Close()
-			reach = append(reach, h+" reachable")
-		}
-		r["tsa"] = strings.Join(reach, ", ")
-		if len(hosts) == 0 {
-			r["tsa"] = "no web unit known"
-		}
-	}
-	if verbose.Verbose {
-		r["install-root"] = u.deps.Paths.Root
-		r["config-dir"] = u.deps.Paths.ConfigDir
-		r["binary"] = store.BinaryPath()
-		if names, err := envNames(u.path(fileWebEnv)); err == nil {
-			r["web-env"] = names
-		}
-		if names, err := envNames(u.path(fileWorkerEnv)); err == nil {
-			r["worker-env"] = names
-		}
-	}
-	r["healthy"] = strconv.FormatBool(len(problems) == 0)
-	if len(problems) > 0 {
-		r["problems"] = strings.Join(problems, "; ")
-	}
-	return r, nil
-}
-
-// envNames lists the variable names of an env file, never their values (they hold passwords).
-func envNames(path string) (string, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
-	}
-	m, err := concourse.ParseEnvFile(b)
-	if err != nil {
-		return "", err
-	}
-	return strings.Join(sortedKeys(m), ","), nil
 }
 
 func (u *unitRun) restartServices(ctx context.Context) (map[string]string, error) {

@@ -112,6 +112,9 @@ type Deps struct {
 	// PrepareDB readies a database in the postgresql charm's role model before migrating and
 	// starting the web (concourse.PrepareRoleModel); nil skips it.
 	PrepareDB func(ctx context.Context, c concourse.DBConfig, timeout time.Duration) (concourse.RoleModel, error)
+	// SchemaVersion reads the database's Concourse schema (concourse.SchemaVersion) for
+	// check-status; nil leaves it out of the report.
+	SchemaVersion func(ctx context.Context, c concourse.DBConfig) (int64, error)
 	// WebInfo asks a web node's /api/v1/info for its version; nil skips the readiness probe.
 	WebInfo func(ctx context.Context, baseURL string) (string, error)
 	// RetireWorker retires a worker through the web's API at baseURL, logged in as user

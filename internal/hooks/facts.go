@@ -86,9 +86,11 @@ type Facts struct {
 	TSA       []RelationFacts
 	Flight    []RelationFacts
 	DB        *DBFacts
-	Metrics   []int       // monitoring relation ids (we only write there)
-	Vault     *VaultFacts // web units only: the vault-kv relation (vault.go)
-	State     LocalState
+	Metrics   []int // monitoring relation ids (we only write there)
+	// Dashboards are the grafana-dashboard relation ids, leader only (observe.go).
+	Dashboards []int
+	Vault      *VaultFacts // web units only: the vault-kv relation (vault.go)
+	State      LocalState
 	// Kept is the relation cache (relcache.go): other units' bags as the relation hooks
 	// delivered them, and what this unit last published. Saved when the convergence succeeds.
 	Kept *relationCache
@@ -176,6 +178,9 @@ func (h *handler) gather(ctx context.Context) (*Facts, error) {
 	}
 	for _, id := range f.Metrics {
 		live[id] = true
+	}
+	if err := h.dashboardFacts(ctx, f, live); err != nil {
+		return nil, err
 	}
 	if decideRole(strings.TrimSpace(rawString(f.RawConfig["mode"])), f.Leader).Web {
 		metrics, _ := rawBool(f.RawConfig["enable-metrics"]) // invalid: nothing is published anyway

@@ -29,7 +29,7 @@ var convergingHooks = map[string]bool{
 }
 
 // convergingEndpoints are the relations whose data feeds the convergence.
-var convergingEndpoints = map[string]bool{epPeers: true, epTSA: true, epFlight: true, epPostgres: true, epMetrics: true, epVault: true}
+var convergingEndpoints = map[string]bool{epPeers: true, epTSA: true, epFlight: true, epPostgres: true, epMetrics: true, epVault: true, epDashboards: true}
 
 // Run handles one dispatch: a hook or an action. It returns an error only when the hook really
 // failed, so that Juju retries it; "not ready yet" is a status, not an error.

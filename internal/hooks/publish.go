@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sort"
 
+	"github.com/concourse-ci-machine/concourse-ci-machine/internal/concourse/observe"
 	"github.com/concourse-ci-machine/concourse-ci-machine/internal/juju"
 )
 
@@ -82,6 +83,11 @@ func (u *unitRun) publication() (publication, error) {
 		return p, err
 	}
 	p.Writes = append(p.Writes, metrics...)
+	dashboards, err := u.dashboardWrites()
+	if err != nil {
+		return p, err
+	}
+	p.Writes = append(p.Writes, dashboards...)
 	p.Writes = append(p.Writes, u.vaultWrites()...)
 	p.AppVersion = u.runningVersion()
 	return p, nil
@@ -159,7 +165,8 @@ func (u *unitRun) runningVersion() string {
 }
 
 // metricsWrites speak the prometheus_scrape interface on the monitoring relation: the leader
-// publishes the scrape job ("*" stands for each unit's address), each web unit its address.
+// publishes the scrape job ("*" stands for each unit's address) and the alert rules (observe.go),
+// each web unit its address.
 // Nothing is advertised while enable-metrics is off (the reference advertised :9391 regardless:
 // weakness #15), and workers, which serve no metrics, publish no address.
 func (u *unitRun) metricsWrites() ([]relationWrite, error) {
@@ -176,7 +183,7 @@ func (u *unitRun) metricsWrites() ([]relationWrite, error) {
 			continue
 		}
 		jobs := []map[string]any{}
-		if u.cfg.EnableMetrics && u.cfg.Mode != "worker" {
+		if u.exportsMetrics() {
 			jobs = append(jobs, map[string]any{
 				"metrics_path":   "/metrics",
 				"static_configs": []map[string]any{{"targets": []string{fmt.Sprintf("*:%d", metricsPort)}}},
@@ -193,7 +200,12 @@ func (u *unitRun) metricsWrites() ([]relationWrite, error) {
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, relationWrite{ID: id, App: true, Data: map[string]string{"scrape_jobs": string(jobsJSON), "scrape_metadata": string(meta)},
+		rules, err := u.alertRules()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, relationWrite{ID: id, App: true, Data: map[string]string{"scrape_jobs": string(jobsJSON), "scrape_metadata": string(meta),
+			observe.AlertRulesKey: rules},
 			What: fmt.Sprintf("the scrape job on relation %d", id)})
 	}
 	return out, nil

@@ -116,6 +116,11 @@ type relationCache struct {
 	AppVersion string
 	// Admin says which admin password secret the web's env file was rendered from.
 	Admin *adminRecord
+	// DashboardIDs are the leader's grafana-dashboard relations, valid while DashboardsListed
+	// (observe.go dashboardFacts: asked again where they may have changed, forgotten by a
+	// non-leader).
+	DashboardIDs     []int
+	DashboardsListed bool
 }
 
 type cachedRelation struct {
@@ -198,6 +203,11 @@ func cacheEndpoint(ep string) bool { return ep == epPeers || ep == epTSA || ep =
 
 // changesCache reports whether this hook changes what is kept of other units (invariant 5).
 func changesCache(ev juju.Event) bool {
+	if ev.Endpoint == epDashboards {
+		// The leader's list of grafana-dashboard relations (invariant 3 for an endpoint the
+		// charm only writes to: the ids are kept, not asked in every hook).
+		return ev.RelationEvent == "created" || ev.RelationEvent == "broken"
+	}
 	if !cacheEndpoint(ev.Endpoint) {
 		return false
 	}

@@ -157,6 +157,7 @@ func (w *world) hook(unit string, info jujutest.HookInfo) error {
 			w.prepared = append(w.prepared, "prepare")
 			return concourse.RoleModel{}, w.prepErr
 		},
+		SchemaVersion: func(context.Context, concourse.DBConfig) (int64, error) { return w.current, w.dbErr },
 		WebInfo: func(context.Context, string) (string, error) {
 			// A running web answers with the version of the binary its unit starts.
 			if w.webDown || !svcs.active[webService] {

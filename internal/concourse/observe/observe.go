@@ -14,6 +14,7 @@ package observe
 import (
 	"bytes"
 	"crypto/sha256"
+	"crypto/sha3"
 	_ "embed"
 	"encoding/base64"
 	"encoding/hex"
@@ -181,7 +182,8 @@ const dashboardID = "file:concourse"
 // relation's application data, in grafana_dashboard's shape:
 //
 //	{"templates": {"file:concourse": {"charm": …, "content": <base64 of xz of the JSON>,
-//	  "juju_topology": {"model", "model_uuid", "application", "unit"}, "inject_dropdowns": true}},
+//	  "juju_topology": {"model", "model_uuid", "application", "unit"}, "inject_dropdowns": true,
+//	  "dashboard_alt_uid": …}},
 //	 "uuid": …}
 //
 // The Grafana charm base64-decodes and LZMA-decompresses content (cosl.LZMABase64, Python's
@@ -209,6 +211,9 @@ func Dashboards(t Topology) (string, error) {
 				"model": t.Model, "model_uuid": t.ModelUUID, "application": t.Application, "unit": t.Unit,
 			},
 			"inject_dropdowns": true,
+			// The uid the consumer gives a dashboard that has none (ours has one): cos-lib's
+			// _generate_alt_uid, shake_256("<charm>-<template id>").hexdigest(8).
+			"dashboard_alt_uid": altUID(t.charm(), dashboardID),
 		},
 	}
 	tb, err := json.Marshal(templates) // map keys sorted: deterministic
@@ -223,6 +228,11 @@ func Dashboards(t Topology) (string, error) {
 		return "", fmt.Errorf("encoding the dashboards: %w", err)
 	}
 	return string(b), nil
+}
+
+// altUID is cos-lib's CharmedDashboard._generate_alt_uid: 8 bytes of SHAKE256, in hex.
+func altUID(charm, id string) string {
+	return hex.EncodeToString(sha3.SumSHAKE256([]byte(charm+"-"+id), 8))
 }
 
 // metricRE finds the Concourse metric names in an expression.

@@ -125,6 +125,7 @@ func TestDashboards(t *testing.T) {
 			Content         string            `json:"content"`
 			JujuTopology    map[string]string `json:"juju_topology"`
 			InjectDropdowns bool              `json:"inject_dropdowns"`
+			AltUID          string            `json:"dashboard_alt_uid"`
 		} `json:"templates"`
 		UUID string `json:"uuid"`
 	}
@@ -138,6 +139,10 @@ func TestDashboards(t *testing.T) {
 	if tmpl.Charm != CharmName || !tmpl.InjectDropdowns || tmpl.JujuTopology["unit"] != "concourse-web/0" ||
 		tmpl.JujuTopology["model_uuid"] != testTopology.ModelUUID || tmpl.JujuTopology["application"] != "concourse-web" {
 		t.Errorf("template metadata = %+v", tmpl)
+	}
+	// python3 -c "import hashlib; print(hashlib.shake_256(b'concourse-ci-machine-file:concourse').hexdigest(8))"
+	if tmpl.AltUID != "075cb3159aec4c12" {
+		t.Errorf("dashboard_alt_uid = %q; want cos-lib's shake_256 of charm-id, 075cb3159aec4c12", tmpl.AltUID)
 	}
 	if len(v.UUID) != 36 {
 		t.Errorf("uuid %q is not UUID-shaped", v.UUID)
