@@ -30,6 +30,8 @@ func (h *handler) action(ctx context.Context, name string) error {
 		results, err = u.restartServices(ctx)
 	case "run-migrations":
 		results, err = u.runMigrations(ctx)
+	case "rotate-web-keys":
+		results, err = u.rotateWebKeys(ctx)
 	default:
 		err = fmt.Errorf("unknown action %q", name)
 	}

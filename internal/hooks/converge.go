@@ -39,10 +39,13 @@ type unitRun struct {
 	actions  []string
 
 	webUID, webGID   int
-	tsaPub           string // this unit's TSA host public key (web role)
-	workerPub        string // this unit's worker public key (worker role)
-	newAdminPassword string // generated in this hook, before the secret is committed
-	adminRead        string // the admin password, when this hook read its secret (recordAdmin)
+	tsaPub           string   // this unit's TSA host public key (web role)
+	workerPub        string   // this unit's worker public key (worker role)
+	newAdminPassword string   // generated in this hook, before the secret is committed
+	adminRead        string   // the admin password, when this hook read its secret (recordAdmin)
+	newWebKeys       *webKeys // the shared web keys created or rotated in this hook (webkeys.go)
+	webKeysWait      string   // why this web cannot run its shared keys yet (webkeys.go)
+	webKeysBlocked   bool     // webKeysWait needs the operator
 }
 
 // converge is the one pipeline every hook runs: gather facts, validate, decide, apply, report.
@@ -198,6 +201,9 @@ func (u *unitRun) leaderDuties(ctx context.Context) error {
 			u.act("Move the reference charm's admin password from peer data into a secret")
 		}
 		u.newAdminPassword = pw
+	}
+	if err := u.ensureWebKeysSecret(ctx); err != nil {
+		return err
 	}
 	if db := u.f.DB; db != nil && u.cfg.Mode != "worker" {
 		want := databaseRequest()

@@ -38,6 +38,7 @@ type Juju interface {
 	ActionLog(ctx context.Context, msg string) error
 	AddSecret(ctx context.Context, o juju.SecretAddOptions) (string, error)
 	GetSecret(ctx context.Context, o juju.SecretGetOptions) (map[string]string, error)
+	SetSecret(ctx context.Context, id string, content map[string]string) error
 	ResourceGet(ctx context.Context, name string) (string, error)
 }
 

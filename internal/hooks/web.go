@@ -45,19 +45,11 @@ func (u *unitRun) ensureKeys(ctx context.Context) error {
 			return fmt.Errorf("creating the %s system user: %w", webUser, err)
 		}
 		u.webUID, u.webGID = uid, gid
-		if _, created, err := concourse.EnsureKey(u.path(keySession), u.keyBits(), uid, gid); err != nil {
-			return err
-		} else if created {
-			u.act("Generate session signing key %s", u.path(keySession))
-		}
-		pub, created, err := concourse.EnsureKey(u.path(keyTSAHostKey), u.keyBits(), uid, gid)
-		if err != nil {
+		// The session signing key and the TSA host key are the application's, shared by every
+		// web unit through the leader's secret (webkeys.go).
+		if err := u.ensureSharedWebKeys(ctx); err != nil {
 			return err
 		}
-		if created {
-			u.act("Generate TSA host key %s", u.path(keyTSAHostKey))
-		}
-		u.tsaPub = pub
 	}
 	if u.role.Worker {
 		pub, created, err := concourse.EnsureKey(u.path(keyWorker), u.keyBits(), 0, 0)
@@ -132,6 +124,14 @@ func (u *unitRun) ensureWeb(ctx context.Context) (ready bool, err error) {
 	}
 	if u.installed == "" {
 		return false, nil // the install step has set the status
+	}
+	if u.webKeysWait != "" {
+		if u.webKeysBlocked {
+			u.status.blocked(u.webKeysWait)
+		} else {
+			u.status.waiting(u.webKeysWait)
+		}
+		return false, nil // a running web keeps its keys until the shared ones are readable
 	}
 
 	db, ok := u.dbConfig(ctx)
@@ -216,6 +216,7 @@ func (u *unitRun) ensureWeb(ctx context.Context) (ready bool, err error) {
 		Version: u.installed,
 		Binary:  u.binary,
 	}
+	u.webKeysInputs(spec.Inputs)
 	if len(optFiles) > 0 {
 		spec.Inputs["login CAs"] = hashOfFiles(optFiles) // absent before, so no restart without them
 	}

@@ -428,3 +428,19 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// ForgetSecret removes a secret from the model: a later secret-get does not find it, and its
+// label is free for a new secret-add.
+func TestForgetSecret(t *testing.T) {
+	m := jujutest.NewModel("test", "1b9e6e3c-0000-4000-8000-000000000001")
+	m.AddApp("app", jujutest.AppMeta{}, nil)
+	m.AddUnit("app")
+	uri := m.AddSecret("app", map[string]string{"password": "x"}, "web-keys")
+	m.ForgetSecret(uri)
+	if _, ok := m.SecretContent(uri, 0); ok {
+		t.Errorf("secret %s still in the model", uri)
+	}
+	if _, ok := m.SecretByLabel("web-keys"); ok {
+		t.Error("label web-keys still taken")
+	}
+}

@@ -462,3 +462,11 @@ func secretRemove(c *toolCall) error {
 	c.pending().Removals = append(c.pending().Removals, removeOp{ID: s.ID, Revision: rev})
 	return nil
 }
+
+// ForgetSecret deletes a secret from the model outright, with no event: a test builds the model
+// of a deployment from before the charm created the secret.
+func (m *Model) ForgetSecret(uri string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.s.Secrets, secretIDOf(uri))
+}
