@@ -193,6 +193,7 @@ func (u *unitRun) checkStatus(ctx context.Context) (map[string]string, error) {
 			r["worker-env"] = names
 		}
 	}
+	u.upgradeReport(r) // last-upgrade, last-upgrade-steps (upgrade.go)
 	r["healthy"] = strconv.FormatBool(len(problems) == 0)
 	if len(problems) > 0 {
 		r["problems"] = strings.Join(problems, "; ")
