@@ -158,6 +158,7 @@ func realDeps(env juju.Env, paths hooks.Paths, stderr io.Writer) hooks.Deps {
 		},
 		Stderr:      stderr,
 		InstallWait: 2 * time.Minute,
+		Upgrade:     hooks.RealUpgradeDeps(paths),
 	}
 }
 

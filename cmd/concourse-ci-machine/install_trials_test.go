@@ -131,7 +131,7 @@ func TestBrokenReleaseRefusedAndCredentialsRedacted(t *testing.T) {
 	}
 	current, _ := os.Readlink(filepath.Join(root, storage.CurrentLink))
 
-	u.model.SetConfig("concourse-ci-machine", map[string]any{"version": "8.2.5", "release-url": base})
+	u.model.SetConfig("concourse-ci-machine", map[string]any{"version": "8.2.5", "allow-major-upgrade": "8", "release-url": base})
 	for _, hook := range []string{"config-changed", "update-status"} {
 		out, err := u.dispatchOut(worker1, hook)
 		if strings.Contains(out, password) || strings.Contains(out, "ci-user") {

@@ -48,7 +48,7 @@ var checkSections = []checkSection{
 	(*unitRun).checkDatabase,
 	(*unitRun).checkTSA,
 	(*unitRun).checkObservability,
-	// "last-upgrade", "last-upgrade-*": reserved for the upgrade section.
+	(*unitRun).checkUpgrade, // last-upgrade, last-upgrade-steps, version-line (upgrade.go)
 	(*unitRun).checkVerbose,
 }
 
@@ -69,6 +69,8 @@ func (u *unitRun) checkStatus(ctx context.Context) (map[string]string, error) {
 	}
 	return c.r, nil
 }
+
+func (u *unitRun) checkUpgrade(_ context.Context, c *checkReport) { u.upgradeReport(c.r) }
 
 func (u *unitRun) checkIdentity(_ context.Context, c *checkReport) {
 	c.set("unit", u.f.Env.UnitName)
@@ -96,7 +98,7 @@ func (u *unitRun) checkVersions(_ context.Context, c *checkReport) {
 	if u.state.Worker != nil {
 		c.set("worker-version", u.state.Worker.Version)
 	}
-	target, source := u.targetVersion()
+	target, source := u.targetWithSource()
 	if target == "" {
 		c.set("target-version", "none yet")
 	} else {
@@ -105,11 +107,13 @@ func (u *unitRun) checkVersions(_ context.Context, c *checkReport) {
 	c.set("target-source", source)
 }
 
-// targetVersion is wantVersion with the reason for it.
-func (u *unitRun) targetVersion() (version, source string) {
+// targetWithSource is targetVersion (converge.go) with the reason for it.
+func (u *unitRun) targetWithSource() (version, source string) {
 	switch {
 	case u.cfg.Version != "":
 		return u.cfg.Version, "the version option"
+	case u.cfg.VersionLine != "" && u.f.Peers != nil && u.f.Peers.AppData[keyTargetVersion] != "":
+		return u.f.Peers.AppData[keyTargetVersion], fmt.Sprintf("the leader: the newest release of line %s when it last looked", u.cfg.VersionLine)
 	case u.f.Peers != nil && u.f.Peers.AppData[keyTargetVersion] != "":
 		return u.f.Peers.AppData[keyTargetVersion], "the leader: the latest Concourse release when it last looked (version is unset)"
 	}

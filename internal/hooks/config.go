@@ -17,7 +17,8 @@ import (
 // Config is the charm's configuration, validated. Field comments name the option.
 type Config struct {
 	Mode                       string // mode
-	Version                    string // version, bare X.Y.Z or "" for latest
+	Version                    string // version, bare X.Y.Z or "" for latest (or a line)
+	VersionLine                string // version as a release line ("8", "8.2"); Version is "" then
 	GitHubToken                string // github-token
 	ReleaseURL                 string // release-url, without trailing slash; "" = GitHub
 	ReleaseSHA256              string // release-sha256, lower-case hex or ""
@@ -99,7 +100,11 @@ func parseConfig(raw map[string]any) (Config, error) {
 	}
 	if v := str("version"); v != "" {
 		if c.Version, err = concourse.ParseVersion(v); err != nil {
-			return c, &ConfigError{"version", v, "expected X.Y.Z such as 7.14.3 (a leading v is accepted), or empty for the latest release"}
+			line, ok := parseReleaseLine(v)
+			if !ok {
+				return c, &ConfigError{"version", v, "expected X.Y.Z such as 7.14.3 (a leading v is accepted), a release line X or X.Y such as 8 or 8.2 (its newest release), or empty for the latest release"}
+			}
+			c.VersionLine = line
 		}
 	}
 	c.GitHubToken = str("github-token")

@@ -64,7 +64,7 @@ func TestParseConfigInvalid(t *testing.T) {
 	}{
 		{"mode", "both", []string{"mode", `"both"`, "auto, web, worker, all"}},
 		{"shared-storage", "nfs", []string{"shared-storage", `"nfs"`, "none, lxc"}},
-		{"version", "7.14", []string{"version", `"7.14"`, "X.Y.Z"}},
+		{"version", "7.14.x", []string{"version", `"7.14.x"`, "X.Y.Z", "X.Y"}},
 		{"version", "latest", []string{"version", `"latest"`}},
 		{"web-port", json.Number("70000"), []string{"web-port", "70000", "1 to 65535"}},
 		{"web-port", json.Number("0"), []string{"web-port"}},

@@ -130,6 +130,7 @@ func (u *unitRun) run(ctx context.Context) error {
 	if !u.status.found {
 		u.status.waiting("Setting up: waiting for the next hook")
 	}
+	u.lineNote()
 	if err := u.juju.SetStatus(ctx, u.status.best); err != nil {
 		return err
 	}
@@ -155,7 +156,9 @@ func (u *unitRun) leaderDuties(ctx context.Context) error {
 		// GitHub on its own, or the two could pick different releases.
 		target = u.flightTarget()
 	}
-	if target == "" && u.cfg.Mode != "worker" {
+	if target == "" && u.cfg.Mode != "worker" && u.cfg.VersionLine != "" {
+		target = u.resolveLine(ctx, peers[keyTargetVersion]) // a release line (upgrade.go)
+	} else if target == "" && u.cfg.Mode != "worker" {
 		target = peers[keyTargetVersion]
 		ev := u.f.Event.Name
 		// Resolve "latest" only when asked to reconsider, not in every hook: the reference charm
@@ -228,8 +231,11 @@ func (u *unitRun) setPeerApp(k, v string) {
 
 // wantVersion is the version this unit should install: the pinned option, else what the leader
 // chose for the application, else (separate worker application) what the web application chose.
-// Units never resolve "latest" on their own (reference weakness #5).
-func (u *unitRun) wantVersion() string {
+// Units never resolve "latest" on their own (reference weakness #5). A major jump from the
+// running web's release waits for allow-major-upgrade (guardMajor, upgrade.go).
+func (u *unitRun) wantVersion() string { return u.guardMajor(u.targetVersion()) }
+
+func (u *unitRun) targetVersion() string {
 	if u.cfg.Version != "" {
 		return u.cfg.Version
 	}

@@ -133,5 +133,6 @@ type Deps struct {
 	KeyBits    int       // RSA size; 4096 in production, smaller in tests
 	// InstallWait bounds how long a waiting unit blocks in one hook on an install under way.
 	InstallWait time.Duration
-	GitHubAPI   string // https://api.github.com, a loopback server in tests
+	GitHubAPI   string      // https://api.github.com, a loopback server in tests
+	Upgrade     UpgradeDeps // pg_dump and the component API of the upgrade steps (upgrade.go)
 }

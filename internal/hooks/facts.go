@@ -130,6 +130,8 @@ type LocalState struct {
 	// VaultNonce identifies this unit on the vault-kv relation: the provider keys its AppRole
 	// credentials by it, so it must stay the same for the unit's life.
 	VaultNonce string `json:"vault-nonce,omitempty"`
+	// Upgrade is the last upgrade of the web, its steps and their times (upgrade.go).
+	Upgrade *UpgradeRecord `json:"last-upgrade,omitempty"`
 }
 
 // ServiceRecord is what a running service was started with: the hash of each input it read at

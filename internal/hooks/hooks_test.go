@@ -84,7 +84,7 @@ func TestInvalidConfigBlocksAndWritesNothing(t *testing.T) {
 	for _, c := range []struct{ key, value, want string }{
 		{"mode", "both", `blocked: invalid mode "both": allowed values are auto, web, worker, all`},
 		{"shared-storage", "nfs", `blocked: invalid shared-storage "nfs": allowed values are none, lxc`},
-		{"version", "7.14", `blocked: invalid version "7.14": expected X.Y.Z such as 7.14.3 (a leading v is accepted), or empty for the latest release`},
+		{"version", "7.14.x", `blocked: invalid version "7.14.x": expected X.Y.Z such as 7.14.3 (a leading v is accepted), a release line X or X.Y such as 8 or 8.2 (its newest release), or empty for the latest release`},
 	} {
 		t.Run(c.key, func(t *testing.T) {
 			w := newWorld(t, 1, map[string]any{c.key: c.value})
@@ -303,7 +303,7 @@ func TestUpgradeWebFirst(t *testing.T) {
 	w := newWorld(t, 2, pinned)
 	w.deploy()
 	w.addPostgres()
-	w.m.SetConfig(app, map[string]any{"version": "8.2.5"})
+	w.m.SetConfig(app, map[string]any{"version": "8.2.5", "allow-major-upgrade": "8"})
 	// The worker's config-changed runs first: the release is not there yet.
 	w.mustHook(u1, "config-changed")
 	w.wantStatus(u1, "waiting: Waiting for leader to install Concourse 8.2.5")
@@ -327,7 +327,7 @@ func TestWorkerHoldsUntilWebUpgraded(t *testing.T) {
 	w := newWorld(t, 2, pinned)
 	w.deploy()
 	w.addPostgres()
-	w.m.SetConfig(app, map[string]any{"version": "8.2.5"})
+	w.m.SetConfig(app, map[string]any{"version": "8.2.5", "allow-major-upgrade": "8"})
 	w.store(w.paths(u0).Root).installed = "8.2.5" // another path installed it already
 	w.mustHook(u1, "config-changed")
 	if w.svcs[u1].count("restart") != 0 {
@@ -606,7 +606,7 @@ func TestFailingUpgradeKeepsPublishedKeys(t *testing.T) {
 	web0, wk1 := w.m.UnitData(peers, u0), w.m.UnitData(peers, u1)
 	st := w.store(w.paths(u0).Root)
 	st.failWith = &storage.ArchiveError{URL: "http://mirror/x.tgz", Err: errString("gzip: invalid checksum")}
-	w.m.SetConfig(app, map[string]any{"version": "8.2.5"})
+	w.m.SetConfig(app, map[string]any{"version": "8.2.5", "allow-major-upgrade": "8"})
 	w.mustHook(u0, "config-changed")
 	w.mustHook(u1, "config-changed")
 	w.settle()

@@ -27,7 +27,7 @@ func TestUpgradeStopsTheWebBeforeMigrating(t *testing.T) {
 	w.settle()
 	w.wantStatus(u0, "active: Web server ready (v7.14.3) http://127.0.2.10:8080")
 	migrations := len(w.migrated)
-	w.m.SetConfig(app, map[string]any{"version": "8.2.5"})
+	w.m.SetConfig(app, map[string]any{"version": "8.2.5", "allow-major-upgrade": "8"})
 	w.mustHook(u0, "config-changed")
 	if got := w.migrated[migrations:]; len(got) != 1 || len(got[0]) != 0 {
 		t.Errorf("migrations during the upgrade, with the webs running at each: %v; want one, with no web running", got)
@@ -54,7 +54,7 @@ func TestUpgradeEveryWebStopsBeforeTheMigration(t *testing.T) {
 	migrations := len(w.migrated)
 	old := w.schema["7.14.3"]
 
-	w.m.SetConfig(app, map[string]any{"version": "8.2.5"})
+	w.m.SetConfig(app, map[string]any{"version": "8.2.5", "allow-major-upgrade": "8"})
 	w.mustHook(u0, "config-changed")
 	w.wantStatus(u0, fmt.Sprintf("waiting: Waiting for %s (running 7.14.3) to stop before migrating the database to Concourse 8.2.5", u1))
 	if w.current != old || w.svcs[u0].active[webService] {

@@ -133,6 +133,12 @@ func (u *unitRun) ensureWeb(ctx context.Context) (ready bool, err error) {
 		}
 		return false, nil // a running web keeps its keys until the shared ones are readable
 	}
+	// A failed upgrade's web runs the release it went back to (upgrade.go), or stays stopped.
+	swapBack, hold := u.heldRelease()
+	defer swapBack()
+	if hold {
+		return false, nil
+	}
 
 	db, ok := u.dbConfig(ctx)
 	if !ok {
@@ -263,7 +269,7 @@ func (u *unitRun) ensureWeb(ctx context.Context) (ready bool, err error) {
 			}
 			return nil
 		}},
-		step{Summary: "Migrate the database to Concourse " + u.installed, Do: func(ctx context.Context) error { return u.migrate(ctx, envList) }},
+		step{Summary: "Migrate the database to Concourse " + u.installed, Do: func(ctx context.Context) error { return u.migrateStep(ctx, db, envList) }},
 	))
 	if err != nil {
 		return false, err
@@ -295,6 +301,7 @@ func (u *unitRun) ensureWeb(ctx context.Context) (ready bool, err error) {
 	u.unitData[keyWebVersion] = u.state.Web.Version
 	u.setPeerApp(keyWebVersion, u.state.Web.Version)
 	u.tsaApp[keyWebVersion] = u.state.Web.Version
+	u.webStarted(ctx) // the end of an upgrade's steps (upgrade.go)
 	u.retireDeparted(ctx, password)
 	return true, nil
 }
@@ -411,16 +418,30 @@ func (u *unitRun) stopForUpgrade(ctx context.Context, db concourse.DBConfig, env
 	if err != nil {
 		return false, err
 	}
+	// The leader's upgrade is recorded step by step (upgrade.go); the other webs only stop.
+	upg := u.activeUpgrade()
 	if active {
 		// Prove the credentials before taking the running web down (the plan checks again).
 		if err := u.deps.CheckDB(ctx, db, 10*time.Second); err != nil {
 			u.status.blocked(fmt.Sprintf("PostgreSQL check failed: %v", err))
 			return false, nil
 		}
+		if u.f.Leader {
+			var msg string
+			if upg, msg = u.beginUpgrade(ctx, db); msg != "" {
+				u.status.blocked(msg) // nothing stopped
+				return false, nil
+			}
+		}
 		if err := u.deps.Services.Stop(ctx, webService); err != nil {
 			return false, fmt.Errorf("stopping %s before the upgrade: %w", webService, err)
 		}
 		u.act("Stop %s (Concourse %s) before the database moves to Concourse %s", webService, rec.Version, u.installed)
+		if upg != nil {
+			u.endStep(upg, "")
+		}
+	} else if u.f.Leader && upg == nil {
+		upg = u.upgrading() // a web stopped before the upgrade: nothing to pause or stop
 	}
 	// Stopped: the other webs must not wait for this one.
 	u.unitData[keyWebVersion] = ""
@@ -431,6 +452,9 @@ func (u *unitRun) stopForUpgrade(ctx context.Context, db concourse.DBConfig, env
 	}
 	current, err := m.CurrentVersion(ctx)
 	if err != nil || current >= supported {
+		if upg != nil && err == nil {
+			return u.backupStep(ctx, upg, db, false), nil
+		}
 		return true, nil // nothing to migrate, or the migrate step reports why not
 	}
 	if !u.f.Leader {
@@ -440,6 +464,9 @@ func (u *unitRun) stopForUpgrade(ctx context.Context, db concourse.DBConfig, env
 	if old := u.oldWebs(); len(old) > 0 {
 		u.status.waiting(fmt.Sprintf("Waiting for %s to stop before migrating the database to Concourse %s", strings.Join(old, ", "), u.installed))
 		return false, nil
+	}
+	if upg != nil {
+		return u.backupStep(ctx, upg, db, true), nil
 	}
 	return true, nil
 }

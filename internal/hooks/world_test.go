@@ -51,6 +51,11 @@ type world struct {
 	migrated [][]string
 	// retired lists the workers retired through the web's API (Deps.RetireWorker), in order.
 	retired []string
+	// The upgrade steps' world (upgrade_steps_test.go): where pg_dump is ("" = not installed),
+	// what Backup and MigrateToLatest answer, the schema a failed migration leaves behind.
+	pgDump                string
+	migrateLeaves         int64
+	backupErr, migrateErr error
 }
 
 func newWorld(t *testing.T, n int, config map[string]any) *world {
@@ -182,6 +187,7 @@ func (w *world) hook(unit string, info jujutest.HookInfo) error {
 		KeyBits:      2048,
 		InstallWait:  10 * time.Millisecond,
 		GitHubAPI:    w.githubAPI,
+		Upgrade:      w.upgradeDeps(paths),
 	}
 	err := Run(context.Background(), deps)
 	if err != nil {
@@ -478,6 +484,12 @@ func (m *fakeMigrator) MigrateToLatest(ctx context.Context) error {
 	}
 	sort.Strings(running)
 	m.w.migrated = append(m.w.migrated, running)
+	if m.w.migrateErr != nil {
+		if m.w.migrateLeaves != 0 {
+			m.w.current = m.w.migrateLeaves
+		}
+		return m.w.migrateErr
+	}
 	v, err := m.SupportedVersion(ctx)
 	m.w.current, m.w.undone = v, 0
 	return err

@@ -3,9 +3,11 @@ package scenarios
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -14,9 +16,16 @@ import (
 
 	"github.com/lib/pq"
 
+	"github.com/concourse-ci-machine/concourse-ci-machine/internal/concourse"
+	"github.com/concourse-ci-machine/concourse-ci-machine/internal/hooks"
+	"github.com/concourse-ci-machine/concourse-ci-machine/internal/juju/jujutest"
 	"github.com/concourse-ci-machine/concourse-ci-machine/internal/testutil/pgtest"
 	"github.com/concourse-ci-machine/concourse-ci-machine/tests/bed"
+	"github.com/concourse-ci-machine/concourse-ci-machine/tests/release"
 )
+
+// schema714 is the schema 7.14.3 supports (`concourse migrate --supported-db-version`).
+const schema714 = 1746768931
 
 // TestRealConcourse runs the charm with the real Concourse 7.14.3 and 8.2.5 under real systemd,
 // on one deployment whose steps build on each other (a few minutes in all): a web and two
@@ -38,7 +47,14 @@ func TestRealConcourse(t *testing.T) {
 	if rt != "containerd" {
 		cfg["worker-runtime"] = rt // containerd is the charm's default: left unset, as operators do
 	}
-	s.Deploy(t, App, 3, s.Config(cfg), bed.StorageShared)
+	// The upgrade step uses version=8.2 (a line the leader resolves through the model's HTTPS
+	// proxy, answering for api.github.com) and upgrade-backup (pg_dump, provisioned).
+	provision := upgradeProvision(t, s)
+	deployCtx, cancelDeploy := context.WithTimeout(context.Background(), 3*time.Minute)
+	if _, err := s.C.Deploy(deployCtx, App, s.F.Charm, 3, s.Config(cfg), bed.DeployOptions{Storage: bed.StorageShared, SharedDir: s.Shared, Provision: provision}); err != nil {
+		t.Fatalf("deploying %s: %v", App, err)
+	}
+	cancelDeploy()
 	s.IntegratePostgres(t, App)
 	webURL := func() string { return fmt.Sprintf("http://%s:8080", s.C.Model.Address(u0)) }
 	// fly keeps its target in $HOME/.flyrc: made here, so it outlives the steps.
@@ -91,8 +107,14 @@ func TestRealConcourse(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// A release line across a major version is held until confirmed: nothing moves.
+		s.C.Config(App, map[string]any{"version": "8.2", "upgrade-backup": true})
+		s.Settle(t,
+			s.StatusHas(u0, "blocked", "Upgrade 7.14.3 → 8.2.5 crosses a major version (7 → 8)", "allow-major-upgrade=8"),
+			s.WebVersion(u0, V1), s.Unrestarted(before),
+		)
 		poll := pollWeb(webURL()+"/api/v1/info", 100*time.Millisecond, 15*time.Minute)
-		s.C.Config(App, map[string]any{"version": V2})
+		s.C.Config(App, map[string]any{"allow-major-upgrade": "8"})
 		s.Settle(t,
 			s.WebReady(u0, V2), s.WorkerReady(u1, V2), s.WorkerReady(u2, V2),
 			s.WebVersion(u0, V2),
@@ -108,6 +130,7 @@ func TestRealConcourse(t *testing.T) {
 		if len(r.versions) == 0 || r.versions[len(r.versions)-1] != V2 {
 			t.Errorf("versions the web reported during the upgrade: %v; want %s last", r.versions, V2)
 		}
+		checkUpgradeBackup(t, f, s)
 		fly = flyV2
 		flyLogin(t, s, fly, webURL())
 		waitFlyWorkers(t, fly, map[string]string{UnitTag(u1): "running", UnitTag(u2): "running"})
@@ -448,4 +471,161 @@ func cut(s string, n int) string {
 		return s[:n] + "…"
 	}
 	return s
+}
+
+// upgradeProvision prepares each machine as an operator would for the upgrade step, from local
+// files only: it trusts the bed's TLS-inspecting HTTPS proxy (which answers for api.github.com
+// from the scenario's release server, so version=8.2 resolves), and installs the host's own
+// pg_dump (the PostgreSQL of the test cluster, so never older than the server) with the shared
+// libraries the fresh Debian lacks, where Debian's postgresql-client puts it
+// (/usr/lib/postgresql/<major>/bin).
+func upgradeProvision(t *testing.T, s *Scenario) func(ctx context.Context, m *bed.Machine) error {
+	t.Helper()
+	proxy, err := release.ListenProxy(s.C.Bed.HostIP()+":0", s.Rel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proxy.Close)
+	// HTTPS only: release-url (plain http on the bed's bridge) stays direct.
+	s.C.Model.SetProxy(jujutest.ProxySettings{HTTPS: proxy.URL()})
+	pgDump, err := hooks.FindPGDump(func(string) (string, error) { return "", errors.New("not in PATH: use the versioned one") }, filepath.Glob)
+	if err != nil {
+		t.Skipf("the upgrade step needs the host's pg_dump to provision the units: %v", err)
+	}
+	libs, err := sharedLibs(pgDump)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(ctx context.Context, m *bed.Machine) error {
+		if err := m.WriteFile("/usr/local/share/ca-certificates/ccm-bed-proxy.crt", proxy.CAPEM, 0o644); err != nil {
+			return err
+		}
+		if _, stderr, code, err := m.Exec(ctx, nil, "update-ca-certificates"); err != nil || code != 0 {
+			return fmt.Errorf("update-ca-certificates: exit %d: %v %s", code, err, stderr)
+		}
+		files := map[string]string{pgDump: pgDump}
+		for name, host := range libs {
+			if _, err := m.Stat(name); err != nil { // only what the machine lacks
+				files[name] = host
+			}
+		}
+		for dst, src := range files {
+			b, err := os.ReadFile(src)
+			if err != nil {
+				return err
+			}
+			if _, _, _, err := m.Exec(ctx, nil, "mkdir", "-p", filepath.Dir(dst)); err != nil {
+				return err
+			}
+			if err := m.WriteFile(dst, b, 0o755); err != nil {
+				return fmt.Errorf("copying %s: %w", dst, err)
+			}
+		}
+		if _, _, _, err := m.Exec(ctx, nil, "ldconfig"); err != nil {
+			return err
+		}
+		out, stderr, code, err := m.Exec(ctx, nil, pgDump, "--version")
+		if err != nil || code != 0 {
+			return fmt.Errorf("%s --version on %s: exit %d: %v %s", pgDump, m.Name, code, err, stderr)
+		}
+		t.Logf("%s: %s (%d files copied)", m.Name, strings.TrimSpace(string(out)), len(files))
+		return nil
+	}
+}
+
+// sharedLibs maps each library ldd resolves for bin (by the path it resolved to) to the file.
+func sharedLibs(bin string) (map[string]string, error) {
+	out, err := exec.Command("ldd", bin).Output()
+	if err != nil {
+		return nil, fmt.Errorf("ldd %s: %w", bin, err)
+	}
+	libs := map[string]string{}
+	for _, line := range strings.Split(string(out), "\n") {
+		_, after, ok := strings.Cut(line, "=> ")
+		if !ok {
+			continue
+		}
+		path, _, _ := strings.Cut(strings.TrimSpace(after), " (")
+		if filepath.IsAbs(path) {
+			libs[path] = path
+		}
+	}
+	return libs, nil
+}
+
+// checkUpgradeBackup: check-status records the upgrade's six steps with the backup; the dump,
+// copied out of the unit and restored into a fresh database, holds 7.14.3's schema, which the
+// real 7.14.3 reads back (migrate --current-db-version) and supports.
+func checkUpgradeBackup(t *testing.T, f *RealFixture, s *Scenario) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	a, err := s.C.RunAction(ctx, u0, "check-status", map[string]any{"verbose": false})
+	if err != nil {
+		t.Fatalf("check-status: %v", err)
+	}
+	t.Logf("last-upgrade: %s\nlast-upgrade-steps: %s\nversion-line: %s", a.Results["last-upgrade"], a.Results["last-upgrade-steps"], a.Results["version-line"])
+	if !strings.HasPrefix(a.Results["last-upgrade"], V1+" → "+V2) || !strings.HasSuffix(a.Results["last-upgrade"], ": completed") {
+		t.Errorf("check-status last-upgrade = %q; want %s → %s completed", a.Results["last-upgrade"], V1, V2)
+	}
+	steps := a.Results["last-upgrade-steps"]
+	last := -1
+	for _, name := range []string{"pause ", "stop ", "backup ", "migrate ", "start ", "resume "} {
+		i := strings.Index(steps, name)
+		if i <= last {
+			t.Errorf("check-status last-upgrade-steps = %q; want %q after the steps before it", steps, name)
+		}
+		last = i
+	}
+	if !strings.Contains(steps, "no component API") {
+		t.Errorf("last-upgrade-steps = %q; want the pause skipped on 7.14.3", steps)
+	}
+	dump := a.Results["last-upgrade-backup"]
+	if !strings.HasPrefix(dump, "/var/lib/concourse-charm/backups/concourse-"+strconv.FormatInt(schema714, 10)+"-") {
+		t.Fatalf("last-upgrade-backup = %q; want a dump of schema %d under /var/lib/concourse-charm/backups", dump, schema714)
+	}
+	st, err := s.Unit(t, u0).Machine.Stat(dump)
+	if err != nil || st.Mode.Perm() != 0o600 || st.UID != 0 {
+		t.Errorf("dump %s: %+v %v; want 0600 root", dump, st, err)
+	}
+	b, err := s.Unit(t, u0).Machine.ReadFile(dump)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := filepath.Join(t.TempDir(), filepath.Base(dump))
+	if err := os.WriteFile(local, b, 0o644); err != nil { // the postgres user's pg_restore reads it
+		t.Fatal(err)
+	}
+	if err := os.Chmod(filepath.Dir(local), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// A fresh database, owned by a new role, restored from the dump as that role with the very
+	// command a failed upgrade's status prints (concourse.RestoreCommand).
+	name := s.DB + "_restored"
+	role, pass := "restorer_"+s.C.Bed.ID(), "restore-pw"
+	f.PG.CreateRole(t, role, pass)
+	f.PG.CreateDatabase(t, name, role)
+	db := concourse.DBConfig{Host: f.PG.Host(), Port: f.PG.Port(), User: role, Password: pass, Database: name}
+	restore := exec.CommandContext(ctx, "sh", "-c", concourse.RestoreCommand(local, db))
+	restore.Env = []string{"PGPASSWORD=" + pass, "PATH=/usr/bin:/bin"}
+	if out, err := restore.CombinedOutput(); err != nil {
+		t.Fatalf("restoring %s (%d bytes): %v\n%s", dump, len(b), err, cut(string(out), 2000))
+	}
+	var env []string
+	for _, v := range db.Env() {
+		env = append(env, v.Name+"="+v.Value)
+	}
+	m := concourse.Migrator{Binary: f.Set.Concourse(V1), Env: env}
+	current, err := m.CurrentVersion(ctx)
+	if err != nil {
+		t.Fatalf("real %s migrate --current-db-version on the restored dump: %v", V1, err)
+	}
+	supported, err := m.SupportedVersion(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if current != schema714 || supported != current {
+		t.Errorf("restored dump: real %s says schema %d (supports %d); want %d", V1, current, supported, schema714)
+	}
+	t.Logf("dump %s (%d bytes) restored into %s: real %s reads schema %d, the one it supports", dump, len(b), name, V1, current)
 }

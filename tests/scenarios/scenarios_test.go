@@ -249,7 +249,7 @@ func testUpgrade(t *testing.T, f *Fixture) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.C.Config(App, map[string]any{"version": V2})
+	s.C.Config(App, map[string]any{"version": V2, "allow-major-upgrade": "8"})
 	s.Settle(t,
 		s.Downloads(V2, 1), s.Downloads(V1, 1),
 		s.WebReady(u0, V2), s.WorkerReady(u1, V2), s.WorkerReady(u2, V2),
@@ -527,7 +527,7 @@ func testBadInputs(t *testing.T, f *Fixture) {
 	}{
 		{"mode", "bogus", `invalid mode "bogus"`, "auto"},
 		{"web-port", 70000, `invalid web-port "70000"`, 8080},
-		{"version", "7.14", `invalid version "7.14"`, V1},
+		{"version", "7.14.x", `invalid version "7.14.x"`, V1},
 	} {
 		step(t, "invalid-"+bad.option, func(t *testing.T) {
 			s.C.Config(App, map[string]any{bad.option: bad.value})
