@@ -31,6 +31,14 @@ func (h *handler) action(ctx context.Context, name string) error {
 		results, err = u.restartServices(ctx)
 	case "run-migrations":
 		results, err = u.runMigrations(ctx)
+	case "land-worker":
+		results, err = u.holdWorker(ctx, name, holdLanded)
+	case "retire-worker":
+		results, err = u.holdWorker(ctx, name, holdRetired)
+	case "resume-worker":
+		results, err = u.resumeWorker(ctx)
+	case "prune-workers":
+		results, err = u.pruneWorkers(ctx)
 	default:
 		err = fmt.Errorf("unknown action %q", name)
 	}
@@ -182,6 +190,7 @@ func (u *unitRun) checkStatus(ctx context.Context) (map[string]string, error) {
 			r["tsa"] = "no web unit known"
 		}
 	}
+	u.lifecycleReport(ctx, r)
 	if verbose.Verbose {
 		r["install-root"] = u.deps.Paths.Root
 		r["config-dir"] = u.deps.Paths.ConfigDir

@@ -130,4 +130,7 @@ type Deps struct {
 	// InstallWait bounds how long a waiting unit blocks in one hook on an install under way.
 	InstallWait time.Duration
 	GitHubAPI   string // https://api.github.com, a loopback server in tests
+	// GardenAddr is the worker's Garden API (host:port) the Draining status counts containers
+	// with; "" → concourse.DefaultGardenAddr. Tests serve a fake one.
+	GardenAddr string
 }

@@ -128,6 +128,9 @@ type LocalState struct {
 	// VaultNonce identifies this unit on the vault-kv relation: the provider keys its AppRole
 	// credentials by it, so it must stay the same for the unit's life.
 	VaultNonce string `json:"vault-nonce,omitempty"`
+	// WorkerHold is the operator's land-worker or retire-worker (lifecycle.go): a landed or
+	// retired worker's process exits 0, and no hook may start it again until resume-worker.
+	WorkerHold *WorkerHold `json:"worker-hold,omitempty"`
 }
 
 // ServiceRecord is what a running service was started with: the hash of each input it read at

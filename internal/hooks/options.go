@@ -76,7 +76,7 @@ var noSetting = map[string]string{
 }
 
 func optionTable() []option {
-	return append(append(baseOptions(), vaultOptions()...), workerOptions()...) // vault.go, worker.go
+	return append(append(append(baseOptions(), vaultOptions()...), workerOptions()...), lifecycleOptions()...) // vault.go, worker.go, lifecycle.go
 }
 
 func baseOptions() []option {

@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -51,6 +52,8 @@ type world struct {
 	migrated [][]string
 	// retired lists the workers retired through the web's API (Deps.RetireWorker), in order.
 	retired []string
+	// gardenAddr is the workers' Garden API (lifecycle_test.go serves one); "" → nothing listens.
+	gardenAddr string
 }
 
 func newWorld(t *testing.T, n int, config map[string]any) *world {
@@ -181,6 +184,7 @@ func (w *world) hook(unit string, info jujutest.HookInfo) error {
 		KeyBits:      2048,
 		InstallWait:  10 * time.Millisecond,
 		GitHubAPI:    w.githubAPI,
+		GardenAddr:   cmp.Or(w.gardenAddr, "127.0.0.1:1"),
 	}
 	err := Run(context.Background(), deps)
 	if err != nil {
@@ -385,6 +389,10 @@ type fakeServices struct {
 	active, enabled map[string]bool
 	calls           []string
 	failStart       error
+	// lifecycle_test.go: busy units drain (deactivating) on a non-blocking stop or restart until
+	// the test lets them exit; pending is the job systemd finishes then ("restart" or "stop").
+	busy    map[string]bool
+	pending map[string]string
 }
 
 func (f *fakeServices) log(s string)                       { f.calls = append(f.calls, s) }
