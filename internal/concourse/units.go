@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"strings"
+	"time"
 	"unicode/utf8"
 )
 
@@ -16,6 +17,9 @@ type UnitOptions struct {
 	User, Group      string   // web: "" → concourse; worker: must be "" or root
 	ExtraArgs        []string // appended after the subcommand, one argv element each
 	WorkingDirectory string   // optional, absolute
+	// StopTimeout is the worker's TimeoutStopSec, how long a stop or restart waits for it to
+	// land (finish its builds) before SIGKILL; 0 → DefaultWorkerStopTimeout. Whole seconds.
+	StopTimeout time.Duration
 }
 
 // validate covers the fields that come from the charm's own code; they cannot
@@ -121,8 +125,13 @@ func WorkerUnit(o UnitOptions) []byte {
 	// exits, or after TimeoutStopSec, gets SIGKILL; BOSH's KillMode=none
 	// leaves strays and newer systemd warns about it.
 	b.WriteString("KillMode=mixed\nKillSignal=SIGUSR1\nSendSIGKILL=yes\n")
-	// Landing waits for running builds; 300 s as in the official guide.
-	b.WriteString("TimeoutStopSec=300\n")
+	// Landing waits for running builds, up to the operator's drain-timeout (300 s, as in the
+	// official guide, when none is given); a restart sent with --no-block does not hold a hook.
+	stop := o.StopTimeout
+	if stop <= 0 {
+		stop = DefaultWorkerStopTimeout
+	}
+	fmt.Fprintf(&b, "TimeoutStopSec=%d\n", int64((stop+time.Second-1)/time.Second))
 	installSection(&b)
 	return []byte(b.String())
 }

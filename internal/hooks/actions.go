@@ -32,6 +32,14 @@ func (h *handler) action(ctx context.Context, name string) error {
 		results, err = u.runMigrations(ctx)
 	case "rotate-web-keys":
 		results, err = u.rotateWebKeys(ctx)
+	case "land-worker":
+		results, err = u.holdWorker(ctx, name, holdLanded)
+	case "retire-worker":
+		results, err = u.holdWorker(ctx, name, holdRetired)
+	case "resume-worker":
+		results, err = u.resumeWorker(ctx)
+	case "prune-workers":
+		results, err = u.pruneWorkers(ctx)
 	default:
 		err = fmt.Errorf("unknown action %q", name)
 	}

@@ -48,7 +48,8 @@ var checkSections = []checkSection{
 	(*unitRun).checkDatabase,
 	(*unitRun).checkTSA,
 	(*unitRun).checkObservability,
-	(*unitRun).checkUpgrade, // last-upgrade, last-upgrade-steps, version-line (upgrade.go)
+	(*unitRun).checkUpgrade,   // last-upgrade, last-upgrade-steps, version-line (upgrade.go)
+	(*unitRun).checkLifecycle, // worker-hold, worker-draining (lifecycle.go)
 	(*unitRun).checkVerbose,
 }
 
@@ -71,6 +72,8 @@ func (u *unitRun) checkStatus(ctx context.Context) (map[string]string, error) {
 }
 
 func (u *unitRun) checkUpgrade(_ context.Context, c *checkReport) { u.upgradeReport(c.r) }
+
+func (u *unitRun) checkLifecycle(ctx context.Context, c *checkReport) { u.lifecycleReport(ctx, c.r) }
 
 func (u *unitRun) checkIdentity(_ context.Context, c *checkReport) {
 	c.set("unit", u.f.Env.UnitName)

@@ -11,7 +11,6 @@ import (
 	"testing"
 
 	"github.com/concourse-ci-machine/concourse-ci-machine/internal/concourse"
-	"github.com/concourse-ci-machine/concourse-ci-machine/internal/juju/jujutest"
 )
 
 // webAPI answers the three calls check-status makes of a Concourse web, as the real one does
@@ -53,15 +52,6 @@ func serveWebAPI(t *testing.T, a *webAPI) int {
 	srv := httptest.NewServer(a)
 	t.Cleanup(srv.Close)
 	return srv.Listener.Addr().(*net.TCPAddr).Port
-}
-
-func (w *world) action(unit, name string, params map[string]any) jujutest.ActionRecord {
-	w.t.Helper()
-	if err := w.hook(unit, jujutest.HookInfo{ActionName: name, ActionParams: params}); err != nil {
-		w.t.Fatalf("%s %s: %v", unit, name, err)
-	}
-	acts := w.m.Actions()
-	return acts[len(acts)-1]
 }
 
 // check-status reports the facts the status summarises under stable keys, per role and in

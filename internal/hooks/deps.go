@@ -135,4 +135,7 @@ type Deps struct {
 	InstallWait time.Duration
 	GitHubAPI   string      // https://api.github.com, a loopback server in tests
 	Upgrade     UpgradeDeps // pg_dump and the component API of the upgrade steps (upgrade.go)
+	// GardenAddr is the worker's Garden API (host:port) the Draining status counts containers
+	// with; "" → concourse.DefaultGardenAddr. Tests serve a fake one.
+	GardenAddr string
 }

@@ -132,6 +132,9 @@ type LocalState struct {
 	VaultNonce string `json:"vault-nonce,omitempty"`
 	// Upgrade is the last upgrade of the web, its steps and their times (upgrade.go).
 	Upgrade *UpgradeRecord `json:"last-upgrade,omitempty"`
+	// WorkerHold is the operator's land-worker or retire-worker (lifecycle.go): a landed or
+	// retired worker's process exits 0, and no hook may start it again until resume-worker.
+	WorkerHold *WorkerHold `json:"worker-hold,omitempty"`
 }
 
 // ServiceRecord is what a running service was started with: the hash of each input it read at

@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -76,7 +77,7 @@ var noSetting = map[string]string{
 }
 
 func optionTable() []option {
-	return append(append(append(baseOptions(), vaultOptions()...), workerOptions()...), upgradeOptions()...) // vault.go, worker.go, upgrade.go
+	return slices.Concat(baseOptions(), vaultOptions(), workerOptions(), upgradeOptions(), lifecycleOptions()) // vault.go, worker.go, upgrade.go, lifecycle.go
 }
 
 func baseOptions() []option {

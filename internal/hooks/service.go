@@ -36,6 +36,9 @@ type serviceSpec struct {
 	Reload  map[string]string
 	Version string
 	Binary  string
+	// NoBlock: a restart of the running service is queued, not waited for (the worker drains
+	// for up to drain-timeout; lifecycle.go), and a drain under way counts as running.
+	NoBlock bool
 }
 
 // step is one named change. Its Summary is what the unit log, the tests and restart-services show.
@@ -137,7 +140,7 @@ func (u *unitRun) planService(ctx context.Context, spec serviceSpec, preStart []
 			Do:      u.deps.Services.DaemonReload,
 		})
 	}
-	active, err := u.deps.Services.IsActive(ctx, spec.Name)
+	active, err := u.serviceRunning(ctx, spec)
 	if err != nil {
 		return p, err
 	}
@@ -145,13 +148,16 @@ func (u *unitRun) planService(ctx context.Context, spec serviceSpec, preStart []
 	if why := restartReasons(spec, rec, active); len(why) > 0 {
 		p.restart = true
 		p.steps = append(p.steps, preStart...)
-		verb, do := "Start", u.deps.Services.Start
+		verb, do, suffix := "Start", u.deps.Services.Start, ""
 		if active {
 			verb, do = "Restart", u.deps.Services.Restart
+			if nb, s, ok := u.restartNoBlock(spec); ok {
+				do, suffix = nb, s
+			}
 		}
 		p.steps = append(p.steps,
 			step{Summary: "Enable " + spec.Name, Do: func(ctx context.Context) error { return u.deps.Services.Enable(ctx, spec.Name) }},
-			step{Summary: fmt.Sprintf("%s %s with Concourse %s: %s", verb, spec.Name, spec.Version, strings.Join(why, ", ")),
+			step{Summary: fmt.Sprintf("%s %s with Concourse %s: %s%s", verb, spec.Name, spec.Version, strings.Join(why, ", "), suffix),
 				Do: func(ctx context.Context) error {
 					if err := do(ctx, spec.Name); err != nil {
 						return blocked("Cannot start %s: %v", spec.Name, err)

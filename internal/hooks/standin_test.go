@@ -107,6 +107,7 @@ func TestRenderedEnvironmentsRunTheStandIn(t *testing.T) {
 		t.Fatal(err)
 	}
 	wk := startStandIn(t, bin, "worker", workerEnv, workerUnit, "CONCOURSE_HEALTHCHECK_BIND_IP=127.0.0.1", "CONCOURSE_HEALTHCHECK_BIND_PORT=0",
+		fmt.Sprintf("CONCOURSE_BIND_PORT=%d", freePort(t)), // its Garden: not the host's 7777
 		"FAKE_CONCOURSE_ALLOW_NONROOT=1", "FAKE_CONCOURSE_RETRY=200ms")
 	token, err := concourse.PasswordToken(ctx, http.DefaultClient, base, "admin", "admin-pw-123")
 	if err != nil {

@@ -25,6 +25,9 @@ func (u *unitRun) ensureWorker(ctx context.Context) (ready bool, version string,
 	if u.state.Worker != nil {
 		u.unitData[keyRunning] = u.state.Worker.Version
 	}
+	if held, err := u.ensureHold(ctx); held || err != nil {
+		return false, "", err // landed or retired by the operator: no hook starts it (lifecycle.go)
+	}
 	if u.installed == "" {
 		return false, "", nil
 	}
@@ -94,6 +97,7 @@ func (u *unitRun) ensureWorker(ctx context.Context) (ready bool, version string,
 		},
 		Version: u.installed,
 		Binary:  u.binary,
+		NoBlock: true,
 	}
 	plan, err := u.planService(ctx, spec, nil)
 	if err != nil {
@@ -104,6 +108,9 @@ func (u *unitRun) ensureWorker(ctx context.Context) (ready bool, version string,
 	}
 	if plan.restart {
 		u.jlog(juju.LogInfo, fmt.Sprintf("started %s with Concourse %s (TSA %s)", workerSvc, u.installed, strings.Join(hosts, ",")))
+	}
+	if draining, err := u.reportDrain(ctx, plan.restart); err != nil || draining {
+		return false, "", err
 	}
 	u.unitData[keyRunning] = u.state.Worker.Version
 	return true, u.state.Worker.Version, nil
@@ -157,6 +164,7 @@ func renderWorker(cfg Config, p Paths, unit, binary string, tsaHosts []string) (
 		EnvFile:     path(fileWorkerEnv),
 		User:        "root",
 		ExtraArgs:   flags,
+		StopTimeout: drainTimeoutOf(cfg),
 	})
 	return concourse.RenderEnv(env), unitFile, nil
 }

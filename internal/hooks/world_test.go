@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -56,6 +57,8 @@ type world struct {
 	pgDump                string
 	migrateLeaves         int64
 	backupErr, migrateErr error
+	// gardenAddr is the workers' Garden API (lifecycle_test.go serves one); "" → nothing listens.
+	gardenAddr string
 }
 
 func newWorld(t *testing.T, n int, config map[string]any) *world {
@@ -188,6 +191,7 @@ func (w *world) hook(unit string, info jujutest.HookInfo) error {
 		InstallWait:  10 * time.Millisecond,
 		GitHubAPI:    w.githubAPI,
 		Upgrade:      w.upgradeDeps(paths),
+		GardenAddr:   cmp.Or(w.gardenAddr, "127.0.0.1:1"),
 	}
 	err := Run(context.Background(), deps)
 	if err != nil {
@@ -392,6 +396,10 @@ type fakeServices struct {
 	active, enabled map[string]bool
 	calls           []string
 	failStart       error
+	// lifecycle_test.go: busy units drain (deactivating) on a non-blocking stop or restart until
+	// the test lets them exit; pending is the job systemd finishes then ("restart" or "stop").
+	busy    map[string]bool
+	pending map[string]string
 }
 
 func (f *fakeServices) log(s string)                       { f.calls = append(f.calls, s) }
@@ -500,4 +508,14 @@ func (m *fakeMigrator) MigrateTo(_ context.Context, v int64) error {
 	}
 	m.w.current = v
 	return nil
+}
+
+// action runs an action on unit and returns its record (a failed action is not a hook error).
+func (w *world) action(unit, name string, params map[string]any) jujutest.ActionRecord {
+	w.t.Helper()
+	if err := w.hook(unit, jujutest.HookInfo{ActionName: name, ActionParams: params}); err != nil {
+		w.t.Fatalf("%s %s: %v", unit, name, err)
+	}
+	acts := w.m.Actions()
+	return acts[len(acts)-1]
 }

@@ -91,6 +91,7 @@ func (d *deployment) workerEnv(w *web, name string, extra map[string]string) map
 		"CONCOURSE_TSA_PUBLIC_KEY": d.keys.tsaHostPub, "CONCOURSE_TSA_WORKER_PRIVATE_KEY": d.keys.worker,
 		"CONCOURSE_NAME": name, "CONCOURSE_TAG": "fast,ssd", "CONCOURSE_RUNTIME": "containerd",
 		"CONCOURSE_HEALTHCHECK_BIND_IP": "127.0.0.1", "CONCOURSE_HEALTHCHECK_BIND_PORT": "0",
+		"CONCOURSE_BIND_PORT":  "0", // its Garden (garden.go): several workers, not the host's 7777
 		"FAKE_CONCOURSE_RETRY": "200ms",
 	}
 	for k, v := range extra {

@@ -77,6 +77,11 @@ func runWorker(c cmdEnv, args []string) error {
 	go health.Serve(healthLn)
 	defer health.Close()
 	log.Info("worker.healthchecker.listening", logData{"addr": healthLn.Addr().String()})
+	stopGarden, err := serveGarden(o.hostPort("bind-ip", "bind-port")) // garden.go
+	if err != nil {
+		return err
+	}
+	defer stopGarden()
 	log.Info("worker.garden.started", logData{"runtime": runtime})
 	log.Info("worker.baggageclaim.listening", logData{"addr": o.hostPort("baggageclaim-bind-ip", "baggageclaim-bind-port")})
 
