@@ -106,15 +106,18 @@ func (f *RealFixture) NewRealScenario(t testing.TB) *Scenario {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		var wg sync.WaitGroup
-		for _, u := range s.C.Units(App) {
-			if u.Machine == nil || !u.Machine.Running() {
-				continue
+		// Every application's units: a scenario may deploy web and worker applications.
+		for _, app := range s.C.Model.Apps() {
+			for _, u := range s.C.Units(app) {
+				if u.Machine == nil || !u.Machine.Running() {
+					continue
+				}
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					u.Exec(ctx, nil, "systemctl", "kill", "--signal=SIGKILL", WorkerService, WebService)
+				}()
 			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				u.Exec(ctx, nil, "systemctl", "kill", "--signal=SIGKILL", WorkerService, WebService)
-			}()
 		}
 		wg.Wait()
 	})

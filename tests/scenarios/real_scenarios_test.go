@@ -75,7 +75,7 @@ func TestRealConcourse(t *testing.T) {
 		}
 	}
 	step(t, "fly-login-workers-execute", func(t *testing.T) {
-		flyLogin(t, s, fly, webURL())
+		flyLogin(t, s, fly, u0)
 		waitFlyWorkers(t, fly, map[string]string{UnitTag(u1): "running", UnitTag(u2): "running"})
 		task := writeTask(t, rt, "hello-from-fly-execute")
 		out, err := fly.Run(3*time.Minute, "execute", "-c", task)
@@ -132,7 +132,7 @@ func TestRealConcourse(t *testing.T) {
 		}
 		checkUpgradeBackup(t, f, s)
 		fly = flyV2
-		flyLogin(t, s, fly, webURL())
+		flyLogin(t, s, fly, u0)
 		waitFlyWorkers(t, fly, map[string]string{UnitTag(u1): "running", UnitTag(u2): "running"})
 		out, err := fly.Run(3*time.Minute, "execute", "-c", writeTask(t, rt, "hello-after-the-upgrade"))
 		t.Logf("fly execute after the upgrade:\n%s", out)
@@ -166,12 +166,14 @@ func TestRealConcourse(t *testing.T) {
 	})
 }
 
-// flyLogin logs fly in with the admin password from the get-admin-password action.
-func flyLogin(t *testing.T, s *Scenario, fly *Fly, url string) {
+// flyLogin logs fly in to the web unit with the admin password from its get-admin-password
+// action.
+func flyLogin(t *testing.T, s *Scenario, fly *Fly, web string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	rec, err := s.C.RunAction(ctx, u0, "get-admin-password", nil)
+	url := fmt.Sprintf("http://%s:8080", s.C.Model.Address(web))
+	rec, err := s.C.RunAction(ctx, web, "get-admin-password", nil)
 	if err != nil || rec.Status != "completed" || rec.Results["password"] == "" {
 		t.Fatalf("get-admin-password: %v %s %q", err, rec.Status, rec.Message)
 	}
