@@ -47,6 +47,9 @@ func TestRealHA(t *testing.T) {
 		for _, w := range webs {
 			checks = append(checks, s.WebReady(w, V1), s.WebVersion(w, V1))
 		}
+		// Each web that joins changes the worker's TSA hosts: it drains and restarts without
+		// holding a hook, and its status follows in the next update-status.
+		waitUpdateStatus(t, s, worker, s.WorkerReady(worker, V1))
 		s.Settle(t, checks...)
 		// The key files, compared by digest (never logged): one session signing key and one TSA
 		// host key on all three, so the worker trusts a single public key whichever web it dials.
@@ -119,6 +122,7 @@ func TestRealHA(t *testing.T) {
 		if err := s.C.RemoveUnit(gone); err != nil {
 			t.Fatal(err)
 		}
+		waitUpdateStatus(t, s, worker, s.WorkerReady(worker, V1))
 		s.Settle(t, s.WebReady(rest[0], V1), s.WebReady(rest[1], V1), s.WorkerReady(worker, V1))
 		settled := time.Since(start)
 		t.Logf("hooks of the removal that took over 2 s: %v", slowHooks(s, start, 2*time.Second))

@@ -115,6 +115,11 @@ func TestRealConcourse(t *testing.T) {
 		)
 		poll := pollWeb(webURL()+"/api/v1/info", 100*time.Millisecond, 15*time.Minute)
 		s.C.Config(App, map[string]any{"allow-major-upgrade": "8"})
+		// The workers drain before they restart on the new release, without holding a hook
+		// (lifecycle.go): their status follows in the next update-status, as Juju's timer runs it.
+		for _, u := range []string{u1, u2} {
+			waitUpdateStatus(t, s, u, s.WorkerReady(u, V2))
+		}
 		s.Settle(t,
 			s.WebReady(u0, V2), s.WorkerReady(u1, V2), s.WorkerReady(u2, V2),
 			s.WebVersion(u0, V2),
