@@ -76,7 +76,7 @@ var noSetting = map[string]string{
 }
 
 func optionTable() []option {
-	return append(append(baseOptions(), vaultOptions()...), workerOptions()...) // vault.go, worker.go
+	return append(append(append(baseOptions(), vaultOptions()...), workerOptions()...), gpuOptions()...) // vault.go, worker.go, gpu.go
 }
 
 func baseOptions() []option {
