@@ -37,7 +37,7 @@ func newOCIHookCmd(stdin io.Reader) *cobra.Command {
 			if err != nil {
 				return fmt.Errorf("finding the hook's own binary: %w", err)
 			}
-			return concourse.RunTaskHook(cmd.Context(), cfg, stdin, self, execRunner{})
+			return concourse.RunTaskHook(cmd.Context(), cfg, stdin, self, "/proc", execRunner{})
 		},
 	}
 	cmd.Flags().StringVar(&config, "config", "", "the hook's configuration (task-hook.json)")

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 
@@ -162,7 +163,11 @@ type containerState struct {
 
 // MountPlan is what the inner half of the hook does inside the container's mount namespace.
 type MountPlan struct {
-	Rootfs  string       `json:"rootfs"`
+	Rootfs string `json:"rootfs"`
+	// RootUID and RootGID are the host ids of the container's root: mount points are created
+	// as them.
+	RootUID uint32       `json:"root_uid"`
+	RootGID uint32       `json:"root_gid"`
 	Devices []DeviceNode `json:"devices,omitempty"`
 	Mounts  []TaskMount  `json:"mounts,omitempty"`
 }
@@ -177,7 +182,10 @@ type HookRunner interface {
 // every Debian and Ubuntu) to run self's inner half (ApplyMountPlan) there. A Go process cannot
 // setns(2) into a mount namespace once it has threads, hence the second process. Any error fails
 // the container's creation, which is what the build shows.
-func RunTaskHook(ctx context.Context, cfg TaskHookConfig, state io.Reader, self string, run HookRunner) error {
+//
+// procDir is /proc (tests hand in a tree of their own): where the hook reads which user
+// namespaces it and the container are in.
+func RunTaskHook(ctx context.Context, cfg TaskHookConfig, state io.Reader, self, procDir string, run HookRunner) error {
 	var st containerState
 	if err := json.NewDecoder(state).Decode(&st); err != nil {
 		return fmt.Errorf("reading the container state from stdin: %w", err)
@@ -197,7 +205,21 @@ func RunTaskHook(ctx context.Context, cfg TaskHookConfig, state io.Reader, self 
 	if len(cfg.Devices) == 0 && len(cfg.Mounts) == 0 {
 		return nil
 	}
-	plan, err := json.Marshal(MountPlan{Rootfs: rootfs, Devices: cfg.Devices, Mounts: cfg.Mounts})
+	// An unprivileged task's mount namespace belongs to its user namespace, and so do the file
+	// systems runc mounted there (its /dev tmpfs): the host's root, unmapped in it, may not
+	// create a mount point on them (open: EOVERFLOW, seen with the real 8.2.5 worker). The
+	// inner half creates them as the container's root, that is as the host ids its root maps
+	// to (0 for a privileged task). It stays in the worker's user namespace, where it may mount
+	// in any of its containers and still exec the charm's binary from its 0700 state dir.
+	uid, err := rootID(procDir, st.Pid, "uid_map")
+	if err != nil {
+		return err
+	}
+	gid, err := rootID(procDir, st.Pid, "gid_map")
+	if err != nil {
+		return err
+	}
+	plan, err := json.Marshal(MountPlan{Rootfs: rootfs, RootUID: uid, RootGID: gid, Devices: cfg.Devices, Mounts: cfg.Mounts})
 	if err != nil {
 		return err
 	}
@@ -206,6 +228,32 @@ func RunTaskHook(ctx context.Context, cfg TaskHookConfig, state io.Reader, self 
 		return fmt.Errorf("mounting into container %s: %w", st.ID, err)
 	}
 	return nil
+}
+
+// rootID is the host id that id 0 of process pid's user namespace maps to, from its uid_map or
+// gid_map under procDir (user_namespaces(7): lines "inside outside count").
+func rootID(procDir string, pid int, file string) (uint32, error) {
+	path := filepath.Join(procDir, strconv.Itoa(pid), file)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, fmt.Errorf("reading the container's id mapping: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			continue
+		}
+		in, err1 := strconv.ParseUint(f[0], 10, 32)
+		out, err2 := strconv.ParseUint(f[1], 10, 32)
+		n, err3 := strconv.ParseUint(f[2], 10, 32)
+		if err1 != nil || err2 != nil || err3 != nil {
+			return 0, fmt.Errorf("%s: malformed line %q", path, line)
+		}
+		if in == 0 && n > 0 {
+			return uint32(out), nil
+		}
+	}
+	return 0, fmt.Errorf("%s maps no id 0: the container has no root to create mount points as", path)
 }
 
 // bundleRootfs is root.path of the bundle's config.json, made absolute.
@@ -236,7 +284,22 @@ func bundleRootfs(bundle string) (string, error) {
 // container's root file system. Mount points are created as needed, never through a symbolic
 // link: the image owns the root file system, and a link there (srv -> /) would otherwise point
 // the mount, or the directories made for it, at the host.
+//
+// It locks its goroutine to one thread and sets that thread's file system ids (setfsuid(2)) to
+// the container's root, so the calling process must be used for nothing else (the hook's
+// inner half is a process of its own). Mounting needs CAP_SYS_ADMIN, which fsuid leaves alone.
 func ApplyMountPlan(p MountPlan) error {
+	runtime.LockOSThread()
+	// The thread is never unlocked: it dies with the goroutine's process, never reused with
+	// these ids.
+	unix.Setfsgid(int(p.RootGID))
+	unix.Setfsuid(int(p.RootUID))
+	if got, _ := unix.SetfsuidRetUid(-1); got != int(p.RootUID) {
+		return fmt.Errorf("setting the file system uid to %d: still %d", p.RootUID, got)
+	}
+	if got, _ := unix.SetfsgidRetGid(-1); got != int(p.RootGID) {
+		return fmt.Errorf("setting the file system gid to %d: still %d", p.RootGID, got)
+	}
 	for _, d := range p.Devices {
 		target, err := mountPoint(p.Rootfs, d.Path, false)
 		if err != nil {
@@ -256,7 +319,16 @@ func ApplyMountPlan(p MountPlan) error {
 		}
 		if m.ReadOnly {
 			// A bind mount takes MS_RDONLY only on a remount (mount(2), "Creating a bind mount").
+			// In a user namespace the flags the mount came with are locked: the remount must
+			// repeat them or it is refused (EPERM), so they are read back first.
+			var fs unix.Statfs_t
+			if err := unix.Statfs(target, &fs); err != nil {
+				return fmt.Errorf("reading the mount flags of %s: %w", m.Destination, err)
+			}
 			flags := uintptr(unix.MS_BIND | unix.MS_REMOUNT | unix.MS_RDONLY | unix.MS_NOSUID | unix.MS_NODEV)
+			if fs.Flags&unix.ST_NOEXEC != 0 {
+				flags |= unix.MS_NOEXEC
+			}
 			if err := unix.Mount("", target, "", flags, ""); err != nil {
 				return fmt.Errorf("making %s read-only: %w", m.Destination, err)
 			}

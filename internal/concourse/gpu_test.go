@@ -81,9 +81,24 @@ func TestRunTaskHook(t *testing.T) {
 	bundle := writeBundle(t, "rootfs") // relative: under the bundle
 	state := fmt.Sprintf(`{"ociVersion":"1.0.2","id":"c0ffee","status":"created","pid":4242,"bundle":%q}`, bundle)
 	kfd := DeviceNode{Path: "/dev/kfd", Major: 238, Minor: 0}
+	// A /proc with the container (4242): its id mappings say as whom mount points are made.
+	proc := func(t *testing.T, idMap string) string {
+		dir := filepath.Join(t.TempDir(), "4242")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{"uid_map", "gid_map"} {
+			if err := os.WriteFile(filepath.Join(dir, f), []byte(idMap), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return filepath.Dir(dir)
+	}
 	tests := []struct {
 		name    string
 		cfg     TaskHookConfig
+		idMap   string // the container's uid_map and gid_map; "" is a privileged task's
+		wantID  uint32 // the host id of its root
 		fail    string
 		want    []string
 		wantErr string
@@ -92,6 +107,10 @@ func TestRunTaskHook(t *testing.T) {
 			want: []string{"/usr/bin/nvidia-container-cli --load-kmods configure --device=0,2 --compute --utility --pid=4242 " + bundle + "/rootfs"}},
 		{name: "rocm", cfg: TaskHookConfig{Devices: []DeviceNode{kfd}},
 			want: []string{"nsenter --target 4242 --mount -- /charm/dispatch oci-hook mount"}},
+		{name: "rocm-unprivileged", cfg: TaskHookConfig{Devices: []DeviceNode{kfd}}, idMap: "         0 4294770688      65536\n", wantID: 4294770688,
+			want: []string{"nsenter --target 4242 --mount -- /charm/dispatch oci-hook mount"}},
+		{name: "no-root-mapped", cfg: TaskHookConfig{Devices: []DeviceNode{kfd}}, idMap: "1000 100000 10\n",
+			wantErr: "maps no id 0"},
 		{name: "cuda-and-folders", cfg: TaskHookConfig{NvidiaCLI: "/usr/bin/nvidia-container-cli", NvidiaDevices: "1", Mounts: []TaskMount{{Source: "/srv/data", Destination: "/srv/data", ReadOnly: true}}},
 			want: []string{"/usr/bin/nvidia-container-cli --load-kmods configure --device=1 --compute --utility --pid=4242 " + bundle + "/rootfs", "nsenter --target 4242 --mount -- /charm/dispatch oci-hook mount"}},
 		{name: "toolkit-fails", cfg: TaskHookConfig{NvidiaCLI: "/usr/bin/nvidia-container-cli", NvidiaDevices: "0"}, fail: "/usr/bin/nvidia-container-cli",
@@ -100,9 +119,13 @@ func TestRunTaskHook(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			r := &recordRunner{fail: tc.fail}
-			err := RunTaskHook(context.Background(), tc.cfg, strings.NewReader(state), "/charm/dispatch", r)
+			idMap := tc.idMap
+			if idMap == "" {
+				idMap = "         0          0 4294967295\n"
+			}
+			err := RunTaskHook(context.Background(), tc.cfg, strings.NewReader(state), "/charm/dispatch", proc(t, idMap), r)
 			if tc.wantErr != "" {
-				if err == nil || err.Error() != tc.wantErr {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tc.wantErr)
 				}
 				return
@@ -115,13 +138,13 @@ func TestRunTaskHook(t *testing.T) {
 			}
 			if n := len(r.calls); len(tc.cfg.Devices)+len(tc.cfg.Mounts) > 0 {
 				var plan MountPlan
-				if err := json.Unmarshal(r.stdin[n-1], &plan); err != nil || plan.Rootfs != bundle+"/rootfs" || len(plan.Devices) != len(tc.cfg.Devices) || len(plan.Mounts) != len(tc.cfg.Mounts) {
+				if err := json.Unmarshal(r.stdin[n-1], &plan); err != nil || plan.Rootfs != bundle+"/rootfs" || plan.RootUID != tc.wantID || plan.RootGID != tc.wantID || len(plan.Devices) != len(tc.cfg.Devices) || len(plan.Mounts) != len(tc.cfg.Mounts) {
 					t.Errorf("mount plan = %s (%v)", r.stdin[n-1], err)
 				}
 			}
 		})
 	}
-	if err := RunTaskHook(context.Background(), TaskHookConfig{}, strings.NewReader(`{"id":"x"}`), "/charm/dispatch", &recordRunner{}); err == nil {
+	if err := RunTaskHook(context.Background(), TaskHookConfig{}, strings.NewReader(`{"id":"x"}`), "/charm/dispatch", "/proc", &recordRunner{}); err == nil {
 		t.Error("a state without pid was accepted")
 	}
 }
@@ -239,7 +262,7 @@ func TestTaskHookRealMountNamespace(t *testing.T) {
 		Mounts:  []TaskMount{{Source: ro, Destination: "/srv/datasets", ReadOnly: true}, {Source: rw, Destination: "/srv/cache"}},
 	}
 	state := fmt.Sprintf(`{"id":"real","pid":%d,"bundle":%q}`, pid, bundle)
-	if err := RunTaskHook(ctx, cfg, strings.NewReader(state), self, execRunner{}); err != nil {
+	if err := RunTaskHook(ctx, cfg, strings.NewReader(state), self, "/proc", execRunner{}); err != nil {
 		t.Fatal(err)
 	}
 	in := func(script string) (string, error) {

@@ -18,7 +18,7 @@ import (
 // GPUs and folders of the worker machine in every task container (issue 10, last part). Both go
 // through one prestart OCI hook in a charm-owned --containerd-oci-hooks-dir (see
 // internal/concourse/gpu.go for what Concourse does with it): the hook is this charm's own
-// binary (`dispatch oci-hook`), it reads task-hook.json and, per container, runs the NVIDIA
+// binary (a copy of dispatch at <state dir>/oci-hook, run as `oci-hook`), it reads task-hook.json and, per container, runs the NVIDIA
 // toolkit or bind-mounts /dev/kfd and the chosen render nodes, and the folders. Device nodes
 // keep their modes: access is granted by the container's device cgroup (allowed-device rules,
 // or nvidia-container-cli's own), never by making nodes world-writable as the Python charm did.
@@ -28,13 +28,15 @@ import (
 // bound to one of them (worker-team); a folder for every team must say so with `*`.
 
 const (
-	fileTaskHook  = "task-hook.json" // the hook's configuration, beside worker.env
-	dirOCIHooks   = "oci-hooks"      // --containerd-oci-hooks-dir
-	fileOCIHook   = "concourse-ci-machine.json"
-	hookSubcmd    = "oci-hook"
-	srvDir        = "/srv"
-	computeNone   = "none"
-	gpuDevicesAll = "all"
+	fileTaskHook = "task-hook.json" // the hook's configuration, beside worker.env
+	dirOCIHooks  = "oci-hooks"      // --containerd-oci-hooks-dir
+	fileOCIHook  = "concourse-ci-machine.json"
+	// fileHookBinary is the charm's binary as the hook runs it, under Paths.StateDir.
+	fileHookBinary = "oci-hook"
+	hookSubcmd     = "oci-hook"
+	srvDir         = "/srv"
+	computeNone    = "none"
+	gpuDevicesAll  = "all"
 )
 
 func gpuOptions() []option {
@@ -149,7 +151,7 @@ func checkTaskFolders(v string) (string, error) {
 // taskHook is what the worker's containers get from the charm's OCI hook; the zero value is
 // nothing (no hooks dir rendered).
 type taskHook struct {
-	Binary         string // the hook program: the charm's dispatch
+	Binary         string // the hook program: the charm-owned copy of dispatch
 	Config         concourse.TaskHookConfig
 	AllowedDevices []string // --containerd-allowed-device rules
 	Tags           []string // merged after the tag option's
@@ -377,4 +379,45 @@ func mergeTags(user, gpu []string) []string {
 		}
 	}
 	return out
+}
+
+// hookBinaryFile is the charm's own binary (src, $JUJU_CHARM_DIR/dispatch) copied to the
+// hook's stable path h.Binary: written (atomically) only when its content differs, so a
+// container starting during `juju refresh` runs either the old binary or the new one, whole.
+func hookBinaryFile(h taskHook, src string) ([]fileSpec, error) {
+	if h.empty() {
+		return nil, nil
+	}
+	b, err := os.ReadFile(src)
+	if err != nil {
+		return nil, fmt.Errorf("reading the charm's binary for the OCI hook: %w", err)
+	}
+	return []fileSpec{{Path: h.Binary, Data: b, Mode: 0o755, UID: 0, GID: 0}}, nil
+}
+
+// removeTaskHookFiles removes what taskHookFiles and hookBinaryFile wrote, once the worker runs
+// without them; each removal is an action of the hook. The hooks dir goes too when empty.
+func (u *unitRun) removeTaskHookFiles() error {
+	p := u.deps.Paths
+	hooksDir := filepath.Join(p.ConfigDir, dirOCIHooks)
+	for _, f := range []string{
+		filepath.Join(hooksDir, fileOCIHook),
+		filepath.Join(p.ConfigDir, fileTaskHook),
+		filepath.Join(p.StateDir, fileHookBinary),
+	} {
+		err := os.Remove(f)
+		if errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("removing the task hook's %s: %w", f, err)
+		}
+		u.act("Remove %s (no compute-runtime, no task-folders)", f)
+	}
+	if err := os.Remove(hooksDir); err == nil {
+		u.act("Remove %s", hooksDir)
+	} else if !errors.Is(err, os.ErrNotExist) && !errors.Is(err, unix.ENOTEMPTY) && !errors.Is(err, unix.EEXIST) {
+		return fmt.Errorf("removing %s: %w", hooksDir, err)
+	}
+	return nil
 }

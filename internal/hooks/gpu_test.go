@@ -217,3 +217,94 @@ func TestExtraWorkerFlagsRefuseTheHookFlags(t *testing.T) {
 		}
 	}
 }
+
+// The hook runs a charm-owned copy of the binary, refreshed (atomically, without a worker
+// restart) when `juju refresh` brings a new one; with neither GPUs nor folders left, the hook's
+// files go, after the worker restarted without them.
+func TestTaskHookBinaryCopyAndRemoval(t *testing.T) {
+	host := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(host, "srv", "data"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	charm := t.TempDir()
+	setBinary := func(content string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(charm, "dispatch"), []byte(content), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	setBinary("charm binary, revision 1")
+	w := newWorld(t, 2, map[string]any{"version": "7.14.3", "shared-storage": "lxc", "task-folders": "data:ro:*"})
+	w.host, w.charmDir = host, charm
+	w.deploy()
+	w.wantStatus(u1, "active: Worker ready (v7.14.3)")
+	p := w.paths(u1)
+	bin := filepath.Join(p.StateDir, fileHookBinary)
+	hookFile := filepath.Join(p.ConfigDir, dirOCIHooks, fileOCIHook)
+	inode := func() uint64 {
+		t.Helper()
+		var st unix.Stat_t
+		if err := unix.Stat(bin, &st); err != nil {
+			t.Fatalf("the hook's binary: %v", err)
+		}
+		if st.Mode&0o777 != 0o755 {
+			t.Errorf("%s mode %o; want 0755", bin, st.Mode&0o777)
+		}
+		return st.Ino
+	}
+	wantBinary := func(content string) {
+		t.Helper()
+		if b, err := os.ReadFile(bin); err != nil || string(b) != content {
+			t.Errorf("%s = %q, %v; want %q", bin, b, err, content)
+		}
+	}
+	wantBinary("charm binary, revision 1")
+	first := inode()
+	if hf := w.readFile(u1, filepath.Join(dirOCIHooks, fileOCIHook)); !strings.Contains(hf, `"path": "`+bin+`"`) || strings.Contains(hf, charm) {
+		t.Errorf("hook file names another program than %s:\n%s", bin, hf)
+	}
+	restarts := func() int { return w.services(u1).count("restart " + workerSvc) }
+
+	// A steady hook rewrites nothing.
+	w.mustHook(u1, "update-status")
+	if inode() != first {
+		t.Error("a steady hook rewrote the hook's binary")
+	}
+	// juju refresh: a new binary in the charm dir replaces the copy by rename, no restart.
+	before := restarts()
+	setBinary("charm binary, revision 2")
+	w.mustHook(u1, "upgrade-charm")
+	w.wantStatus(u1, "active: Worker ready (v7.14.3)")
+	wantBinary("charm binary, revision 2")
+	if inode() == first {
+		t.Error("the hook's binary was rewritten in place; want a new file renamed over it")
+	}
+	if got := restarts(); got != before {
+		t.Errorf("a new hook binary restarted the worker %d time(s); want none", got-before)
+	}
+
+	// No GPUs, no folders: the worker restarts without the hooks dir, then its files go.
+	hadHookAtRestart := false
+	w.services(u1).onRestart = func(unit string) {
+		if unit == workerSvc {
+			_, err := os.Stat(hookFile)
+			hadHookAtRestart = err == nil
+		}
+	}
+	w.m.SetConfig(app, map[string]any{"task-folders": nil}) // juju config --reset
+	w.mustHook(u1, "config-changed")
+	w.wantStatus(u1, "active: Worker ready (v7.14.3)")
+	if restarts() != before+1 || !hadHookAtRestart {
+		t.Errorf("restarts %d (want %d), hook file present at the restart: %v; want the files removed after", restarts(), before+1, hadHookAtRestart)
+	}
+	if env := w.readFile(u1, fileWorkerEnv); strings.Contains(env, "OCI_HOOKS_DIR") {
+		t.Errorf("worker.env still names the hooks dir:\n%s", env)
+	}
+	for _, f := range []string{hookFile, filepath.Dir(hookFile), filepath.Join(p.ConfigDir, fileTaskHook), bin} {
+		if _, err := os.Lstat(f); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s is still there (%v); want it removed", f, err)
+		}
+	}
+	// Idempotent: the next hook has nothing to remove and does not fail.
+	w.mustHook(u1, "update-status")
+}

@@ -76,7 +76,10 @@ func (u *unitRun) ensureWorker(ctx context.Context) (ready bool, version string,
 	pubFile := []byte(strings.Join(keys, "\n") + "\n")
 	// GPUs and task folders (gpu.go): decided from the machine before anything is written, so a
 	// missing driver or folder leaves the running worker as it was.
-	hook, err := planTaskHook(u.cfg, u.deps.Paths, u.installed, filepath.Join(u.f.Env.CharmDir, "dispatch"))
+	// The hook runs the charm's binary from a charm-owned copy: $JUJU_CHARM_DIR/dispatch is
+	// replaced under the worker's feet by `juju refresh`, while containers keep starting.
+	hookBin := filepath.Join(u.deps.Paths.StateDir, fileHookBinary)
+	hook, err := planTaskHook(u.cfg, u.deps.Paths, u.installed, hookBin)
 	var missing *gpuError
 	if errors.As(err, &missing) {
 		u.status.blocked(missing.msg)
@@ -87,6 +90,10 @@ func (u *unitRun) ensureWorker(ctx context.Context) (ready bool, version string,
 		return false, "", nil
 	}
 	hookFiles, err := taskHookFiles(hook, u.deps.Paths)
+	if err != nil {
+		return false, "", err
+	}
+	binFile, err := hookBinaryFile(hook, filepath.Join(u.f.Env.CharmDir, "dispatch"))
 	if err != nil {
 		return false, "", err
 	}
@@ -117,6 +124,9 @@ func (u *unitRun) ensureWorker(ctx context.Context) (ready bool, version string,
 	for _, f := range hookFiles {
 		spec.Inputs[filepath.Base(f.Path)] = hashOf(f.Data)
 	}
+	// The hook's binary is written first (the hook file names it) and is no input: each
+	// container start runs it afresh, so a new charm's binary needs no worker restart.
+	spec.Files = append(binFile, spec.Files...)
 	plan, err := u.planService(ctx, spec, nil)
 	if err != nil {
 		return false, "", err
@@ -126,6 +136,12 @@ func (u *unitRun) ensureWorker(ctx context.Context) (ready bool, version string,
 	}
 	if plan.restart {
 		u.jlog(juju.LogInfo, fmt.Sprintf("started %s with Concourse %s (TSA %s)", workerSvc, u.installed, strings.Join(hosts, ",")))
+	}
+	if hook.empty() {
+		// Only now: the worker runs without the hooks dir, so no container start needs them.
+		if err := u.removeTaskHookFiles(); err != nil {
+			return false, "", err
+		}
 	}
 	u.unitData[keyRunning] = u.state.Worker.Version
 	return true, u.state.Worker.Version, nil

@@ -51,6 +51,8 @@ type world struct {
 	migrated [][]string
 	// retired lists the workers retired through the web's API (Deps.RetireWorker), in order.
 	retired []string
+	// host is Paths.Host (GPU and task-folder discovery); charmDir, when set, is JUJU_CHARM_DIR.
+	host, charmDir string
 }
 
 func newWorld(t *testing.T, n int, config map[string]any) *world {
@@ -137,6 +139,9 @@ func (w *world) hook(unit string, info jujutest.HookInfo) error {
 		info.RelationID = -1
 	}
 	hc := w.m.NewHookContext(unit, info)
+	if w.charmDir != "" {
+		hc.CharmDir = w.charmDir
+	}
 	env := juju.ParseEnv(lookup(hc.Env()), "dispatch")
 	var runner juju.Runner = jujutest.Runner{Ctx: hc}
 	if w.wrap != nil {
@@ -144,6 +149,7 @@ func (w *world) hook(unit string, info jujutest.HookInfo) error {
 	}
 	client := juju.NewClient(runner, env)
 	paths := w.paths(unit)
+	paths.Host = w.host
 	svcs := w.services(unit)
 	deps := Deps{
 		Juju: client, Env: env, Paths: paths, GOARCH: "amd64",
@@ -385,6 +391,7 @@ type fakeServices struct {
 	active, enabled map[string]bool
 	calls           []string
 	failStart       error
+	onRestart       func(unit string) // called before a restart takes effect
 }
 
 func (f *fakeServices) log(s string)                       { f.calls = append(f.calls, s) }
@@ -412,6 +419,9 @@ func (f *fakeServices) Stop(_ context.Context, u string) error {
 	return nil
 }
 func (f *fakeServices) Restart(_ context.Context, u string) error {
+	if f.onRestart != nil {
+		f.onRestart(u)
+	}
 	f.active[u] = true
 	f.log("restart " + u)
 	return nil
