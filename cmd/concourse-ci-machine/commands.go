@@ -39,6 +39,7 @@ func newRootCmd(ctx context.Context, getenv func(string) string, stdout, stderr 
 		newDispatchCmd(getenv, stderr),
 		newRenderCmd(stdout),
 		newStorageCmd(stdout, stderr),
+		newOCIHookCmd(os.Stdin),
 	)
 	return root
 }

@@ -13,6 +13,9 @@ import (
 // TestMain lets the test binary play a fake `concourse migrate` (the os/exec
 // helper-process pattern), so Migrator's real exec path runs in tests.
 func TestMain(m *testing.M) {
+	if os.Getenv(fakeHookEnv) == "1" {
+		os.Exit(fakeHookMount(os.Args[1:])) // gpu_test.go: the hook's inner half, via nsenter
+	}
 	if os.Getenv("FAKE_CONCOURSE") == "1" {
 		os.Exit(fakeConcourse(os.Args[1:]))
 	}

@@ -82,6 +82,9 @@ type Paths struct {
 	WorkDir    string // worker work dir, unit-local: /var/lib/concourse-worker/work
 	StateDir   string // what services were started with: /var/lib/concourse-charm
 	SystemdDir string // /etc/systemd/system
+	// Host is the machine's root as GPU and task-folder discovery sees it (/dev, /srv, the
+	// toolkit's binaries); "" is "/". Tests point it at a fake tree.
+	Host string
 }
 
 // DefaultPaths are the real locations on a unit.

@@ -48,6 +48,9 @@ func (f *fakeServices) queue(u, job string) {
 		f.pending[u] = job
 		return
 	}
+	if job == "restart" && f.onRestart != nil {
+		f.onRestart(u) // the new process starts now: what it reads is what is on disk now
+	}
 	f.active[u] = job == "restart"
 }
 
@@ -55,6 +58,9 @@ func (f *fakeServices) queue(u, job string) {
 func (f *fakeServices) exitDrain(u string) {
 	f.busy[u] = false
 	if f.pending[u] == "restart" {
+		if f.onRestart != nil {
+			f.onRestart(u)
+		}
 		f.active[u] = true
 		f.log("systemd start " + u + " after the drain")
 	}

@@ -77,7 +77,7 @@ var noSetting = map[string]string{
 }
 
 func optionTable() []option {
-	return slices.Concat(baseOptions(), vaultOptions(), workerOptions(), upgradeOptions(), lifecycleOptions()) // vault.go, worker.go, upgrade.go, lifecycle.go
+	return slices.Concat(baseOptions(), vaultOptions(), workerOptions(), gpuOptions(), upgradeOptions(), lifecycleOptions()) // vault.go, worker.go, gpu.go, upgrade.go, lifecycle.go
 }
 
 func baseOptions() []option {

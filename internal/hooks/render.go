@@ -87,7 +87,7 @@ func Render(w io.Writer, in RenderInput) error {
 		if len(hosts) == 0 {
 			hosts = []string{"<web address>:2222"}
 		}
-		env, unit, err := renderWorker(cfg, in.Paths, in.Unit, binary, hosts)
+		env, unit, err := renderWorker(cfg, in.Paths, in.Unit, binary, hosts, taskHook{})
 		if err != nil {
 			return err
 		}

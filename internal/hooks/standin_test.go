@@ -102,7 +102,7 @@ func TestRenderedEnvironmentsRunTheStandIn(t *testing.T) {
 	} else {
 		resp.Body.Close()
 	}
-	workerEnv, workerUnit, err := renderWorker(cfg, paths, "concourse-ci-machine/10", bin, []string{fmt.Sprintf("127.0.0.1:%d", tsaPortFree)})
+	workerEnv, workerUnit, err := renderWorker(cfg, paths, "concourse-ci-machine/10", bin, []string{fmt.Sprintf("127.0.0.1:%d", tsaPortFree)}, taskHook{})
 	if err != nil {
 		t.Fatal(err)
 	}

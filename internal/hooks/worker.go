@@ -77,7 +77,30 @@ func (u *unitRun) ensureWorker(ctx context.Context) (ready bool, version string,
 		}
 	}
 	pubFile := []byte(strings.Join(keys, "\n") + "\n")
-	envFile, unitFile, err := renderWorker(u.cfg, u.deps.Paths, u.f.Env.UnitName, u.binary, hosts)
+	// GPUs and task folders (gpu.go): decided from the machine before anything is written, so a
+	// missing driver or folder leaves the running worker as it was.
+	// The hook runs the charm's binary from a charm-owned copy: $JUJU_CHARM_DIR/dispatch is
+	// replaced under the worker's feet by `juju refresh`, while containers keep starting.
+	hookBin := filepath.Join(u.deps.Paths.StateDir, fileHookBinary)
+	hook, err := planTaskHook(u.cfg, u.deps.Paths, u.installed, hookBin)
+	var missing *gpuError
+	if errors.As(err, &missing) {
+		u.status.blocked(missing.msg)
+		return false, "", nil
+	}
+	if err != nil {
+		u.status.blocked(fmt.Sprintf("Invalid worker configuration: %v", err))
+		return false, "", nil
+	}
+	hookFiles, err := taskHookFiles(hook, u.deps.Paths)
+	if err != nil {
+		return false, "", err
+	}
+	binFile, err := hookBinaryFile(hook, filepath.Join(u.f.Env.CharmDir, "dispatch"))
+	if err != nil {
+		return false, "", err
+	}
+	envFile, unitFile, err := renderWorker(u.cfg, u.deps.Paths, u.f.Env.UnitName, u.binary, hosts, hook)
 	if err != nil {
 		u.status.blocked(fmt.Sprintf("Invalid worker configuration: %v", err))
 		return false, "", nil
@@ -99,6 +122,15 @@ func (u *unitRun) ensureWorker(ctx context.Context) (ready bool, version string,
 		Binary:  u.binary,
 		NoBlock: true,
 	}
+	// The worker reads the hooks dir once, at start: the hook's files are inputs (a change
+	// restarts it); the configuration is read by every hook run, so it is one too, to be sure.
+	spec.Files = append(spec.Files, hookFiles...)
+	for _, f := range hookFiles {
+		spec.Inputs[filepath.Base(f.Path)] = hashOf(f.Data)
+	}
+	// The hook's binary is written first (the hook file names it) and is no input: each
+	// container start runs it afresh, so a new charm's binary needs no worker restart.
+	spec.Files = append(binFile, spec.Files...)
 	plan, err := u.planService(ctx, spec, nil)
 	if err != nil {
 		return false, "", err
@@ -112,12 +144,19 @@ func (u *unitRun) ensureWorker(ctx context.Context) (ready bool, version string,
 	if draining, err := u.reportDrain(ctx, plan.restart); err != nil || draining {
 		return false, "", err
 	}
+	if hook.empty() {
+		// Only now: the worker runs without the hooks dir, so no container start needs them.
+		if err := u.removeTaskHookFiles(); err != nil {
+			return false, "", err
+		}
+	}
 	u.unitData[keyRunning] = u.state.Worker.Version
 	return true, u.state.Worker.Version, nil
 }
 
 // renderWorker builds the worker's environment and unit file from plain values (see renderWeb).
-func renderWorker(cfg Config, p Paths, unit, binary string, tsaHosts []string) ([]byte, []byte, error) {
+// hook is what planTaskHook decided (the zero value: no GPUs, no task folders).
+func renderWorker(cfg Config, p Paths, unit, binary string, tsaHosts []string, hook taskHook) ([]byte, []byte, error) {
 	path := func(rel string) string { return filepath.Join(p.ConfigDir, rel) }
 	dns := cfg.DNSServers
 	if cfg.WorkerRuntime == "houdini" {
@@ -126,6 +165,7 @@ func renderWorker(cfg Config, p Paths, unit, binary string, tsaHosts []string) (
 		dns = nil
 	}
 	extra := optionEnv(cfg.Opts, roleWorker, p) // proxies, worker-team, worker-ephemeral
+	extra = append(extra, taskHookEnv(hook, p)...)
 	if n := cfg.Opts["worker-max-containers"]; n != "" {
 		env := workerMaxContainersEnv(cfg.WorkerRuntime)
 		if env == "" {
@@ -147,7 +187,7 @@ func renderWorker(cfg Config, p Paths, unit, binary string, tsaHosts []string) (
 		TSAPublicKeyPath:     path(keyTSAPublicForWkr),
 		WorkerPrivateKeyPath: path(keyWorker),
 		LogLevel:             cfg.LogLevel,
-		Tags:                 cfg.Tags,
+		Tags:                 mergeTags(cfg.Tags, hook.Tags),
 		Runtime:              cfg.WorkerRuntime,
 		DNSProxyEnable:       cfg.DNSProxyEnable,
 		DNSServers:           dns,
@@ -272,7 +312,12 @@ func charmWorkerFlags() (map[string]string, error) {
 			cfg.DNSServers = []string{"192.0.2.53"}
 			cfg.Opts["worker-max-containers"] = "10"
 		}
-		env, _, err := renderWorker(cfg, Paths{ConfigDir: "/etc/concourse", WorkDir: "/var/lib/concourse-worker/work"}, "app/0", "/bin/concourse", []string{"192.0.2.1:2222"})
+		var hook taskHook
+		if runtime == "containerd" {
+			hook = taskHook{Binary: "/charm/dispatch", AllowedDevices: []string{"c 238:0 rwm"},
+				Config: concourse.TaskHookConfig{Devices: []concourse.DeviceNode{{Path: "/dev/kfd", Major: 238}}}}
+		}
+		env, _, err := renderWorker(cfg, Paths{ConfigDir: "/etc/concourse", WorkDir: "/var/lib/concourse-worker/work"}, "app/0", "/bin/concourse", []string{"192.0.2.1:2222"}, hook)
 		if err != nil {
 			return nil, fmt.Errorf("listing the flags the charm renders for the worker: %w", err)
 		}
@@ -306,6 +351,8 @@ func workerFlagHint(env string) string {
 		return "use the worker-ephemeral option"
 	case env == "CONCOURSE_TAG":
 		return "use the tag option"
+	case env == "CONCOURSE_CONTAINERD_OCI_HOOKS_DIR" || env == "CONCOURSE_CONTAINERD_ALLOWED_DEVICE":
+		return "use the compute-runtime, gpu-device-ids and task-folders options"
 	case env == "CONCOURSE_RUNTIME":
 		return "use the worker-runtime option"
 	case strings.Contains(env, "_DNS_"):

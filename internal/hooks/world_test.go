@@ -59,6 +59,8 @@ type world struct {
 	backupErr, migrateErr error
 	// gardenAddr is the workers' Garden API (lifecycle_test.go serves one); "" → nothing listens.
 	gardenAddr string
+	// host is Paths.Host (GPU and task-folder discovery); charmDir, when set, is JUJU_CHARM_DIR.
+	host, charmDir string
 }
 
 func newWorld(t *testing.T, n int, config map[string]any) *world {
@@ -145,6 +147,9 @@ func (w *world) hook(unit string, info jujutest.HookInfo) error {
 		info.RelationID = -1
 	}
 	hc := w.m.NewHookContext(unit, info)
+	if w.charmDir != "" {
+		hc.CharmDir = w.charmDir
+	}
 	env := juju.ParseEnv(lookup(hc.Env()), "dispatch")
 	var runner juju.Runner = jujutest.Runner{Ctx: hc}
 	if w.wrap != nil {
@@ -152,6 +157,7 @@ func (w *world) hook(unit string, info jujutest.HookInfo) error {
 	}
 	client := juju.NewClient(runner, env)
 	paths := w.paths(unit)
+	paths.Host = w.host
 	svcs := w.services(unit)
 	deps := Deps{
 		Juju: client, Env: env, Paths: paths, GOARCH: "amd64",
@@ -398,8 +404,9 @@ type fakeServices struct {
 	failStart       error
 	// lifecycle_test.go: busy units drain (deactivating) on a non-blocking stop or restart until
 	// the test lets them exit; pending is the job systemd finishes then ("restart" or "stop").
-	busy    map[string]bool
-	pending map[string]string
+	busy      map[string]bool
+	pending   map[string]string
+	onRestart func(unit string) // called before a restart takes effect
 }
 
 func (f *fakeServices) log(s string)                       { f.calls = append(f.calls, s) }
@@ -427,6 +434,9 @@ func (f *fakeServices) Stop(_ context.Context, u string) error {
 	return nil
 }
 func (f *fakeServices) Restart(_ context.Context, u string) error {
+	if f.onRestart != nil {
+		f.onRestart(u)
+	}
 	f.active[u] = true
 	f.log("restart " + u)
 	return nil
