@@ -32,7 +32,6 @@ func TestRealGPUWorker(t *testing.T) {
 	// rocm needs --containerd-allowed-device, 8.1.0 and later: the scenario runs V2 only.
 	s.Deploy(t, App, 2, s.Config(map[string]any{"version": V2}), bed.StorageShared)
 	s.IntegratePostgres(t, App)
-	webURL := fmt.Sprintf("http://%s:8080", s.C.Model.Address(u0))
 	fly := f.NewFly(t, V2)
 	step(t, "deploy", func(t *testing.T) {
 		s.Settle(t, s.WebReady(u0, V2), s.WorkerReady(u1, V2), s.Registered(u0, u1))
@@ -59,10 +58,11 @@ echo "$@" >> `+cliLog+`
 EOF
 chmod 755 /usr/local/bin/nvidia-container-cli`)
 	prepareTaskRootfs(t, s, u1)
-	flyLogin(t, s, fly, webURL)
+	flyLogin(t, s, fly, u0)
 
 	step(t, "rocm-and-folders", func(t *testing.T) {
 		s.C.Config(App, map[string]any{"compute-runtime": "rocm", "gpu-device-ids": "1", "task-folders": "datasets:ro:*,scratch:rw:*"})
+		waitUpdateStatus(t, s, u1, s.WorkerReady(u1, V2)) // the worker drains, then restarts (lifecycle.go)
 		s.Settle(t, s.WorkerReady(u1, V2),
 			s.FileHas(u1, "/etc/concourse/worker.env",
 				`CONCOURSE_CONTAINERD_OCI_HOOKS_DIR="/etc/concourse/oci-hooks"`,
@@ -93,6 +93,7 @@ echo zero > /dev/dri/renderD129 && echo dev:usable`
 
 	step(t, "cuda", func(t *testing.T) {
 		s.C.Config(App, map[string]any{"compute-runtime": "cuda"})
+		waitUpdateStatus(t, s, u1, s.WorkerReady(u1, V2)) // the worker drains, then restarts (lifecycle.go)
 		s.Settle(t, s.WorkerReady(u1, V2),
 			s.FileLacks(u1, "/etc/concourse/worker.env", "CONCOURSE_CONTAINERD_ALLOWED_DEVICE"),
 			s.Registered(u0, u1))
@@ -121,6 +122,7 @@ echo zero > /dev/dri/renderD129 && echo dev:usable`
 
 	step(t, "none-removes-the-hook", func(t *testing.T) {
 		s.C.Config(App, map[string]any{"compute-runtime": "none", "task-folders": ""})
+		waitUpdateStatus(t, s, u1, s.WorkerReady(u1, V2)) // the worker drains, then restarts (lifecycle.go)
 		s.Settle(t, s.WorkerReady(u1, V2),
 			s.FileLacks(u1, "/etc/concourse/worker.env", "CONCOURSE_CONTAINERD_OCI_HOOKS_DIR"),
 			s.Absent(u1, "/etc/concourse/oci-hooks/concourse-ci-machine.json"),

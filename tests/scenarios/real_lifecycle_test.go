@@ -2,7 +2,6 @@ package scenarios
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -36,7 +35,7 @@ func TestRealWorkerLifecycle(t *testing.T) {
 		prepareTaskRootfs(t, s, u1)
 	}
 	fly := f.NewFly(t, V1)
-	flyLogin(t, s, fly, fmt.Sprintf("http://%s:8080", s.C.Model.Address(u0)))
+	flyLogin(t, s, fly, u0)
 	waitFlyWorkers(t, fly, map[string]string{UnitTag(u1): "running"})
 
 	step(t, "long-build-survives-config-change", func(t *testing.T) {
