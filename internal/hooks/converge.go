@@ -46,6 +46,7 @@ type unitRun struct {
 	newWebKeys       *webKeys // the shared web keys created or rotated in this hook (webkeys.go)
 	webKeysWait      string   // why this web cannot run its shared keys yet (webkeys.go)
 	webKeysBlocked   bool     // webKeysWait needs the operator
+	followedHold     string   // the upgrade-held value this web follows in this hook (upgrade.go)
 }
 
 // converge is the one pipeline every hook runs: gather facts, validate, decide, apply, report.
@@ -101,6 +102,9 @@ func (u *unitRun) run(ctx context.Context) error {
 	webReady, err := u.ensureWeb(ctx)
 	if err != nil {
 		return err
+	}
+	if u.f.Leader {
+		u.publishHeldUpgrade() // after ensureWeb: a retry or a failure of this hook counts (upgrade.go)
 	}
 	workerReady, workerVersion, err := u.ensureWorker(ctx)
 	if err != nil {

@@ -28,6 +28,7 @@ const (
 	keyInstalledVersion = "installed-version" // version the installer finished installing (wakes waiters)
 	keyWebVersion       = "concourse-version" // version the web service runs (workers follow it)
 	keyAdminSecret      = "admin-secret-id"   // URI of the app-owned secret holding the admin password
+	keyUpgradeHeld      = "upgrade-held"      // the leader's failed upgrade the other webs follow (heldUpgrade)
 	// keyLegacyAdminPassword is where the Python reference charm kept the password, in plaintext.
 	keyLegacyAdminPassword = "admin-password"
 

@@ -38,7 +38,9 @@ import (
 // still one it supports (the old binary stays on disk: the store keeps `previous`), else
 // blocks; either way the status names the dump and the restore command. The failed target is
 // not retried until the next config-changed or upgrade-charm, so hooks do not stop the web
-// again and again.
+// again and again. The other webs of the application (mode=web -n 3) follow the leader's: it
+// publishes the held upgrade in the peers application data (upgrade-held), and they run the
+// old release again with it, or stay stopped with it (followLeaderHold).
 
 // The upgrade steps, in order; their position is the "(n/6)" of the status.
 const (
@@ -554,26 +556,131 @@ func (u *unitRun) writePreviousFiles(ctx context.Context, rec *UpgradeRecord, db
 // the failed target is not retried (and the web not stopped again) until the operator
 // reconsiders (config-changed, upgrade-charm). hold: the old release could not run again, so
 // the web stays stopped (starting it would put it on a schema it does not know). swapBack
-// undoes the swap.
-func (u *unitRun) heldRelease() (swapBack func(), hold bool) {
+// undoes the swap. A web without a failed upgrade of its own follows the leader's
+// (followLeaderHold).
+func (u *unitRun) heldRelease(ctx context.Context) (swapBack func(), hold bool, err error) {
 	rec := u.state.Upgrade
 	if rec == nil || !rec.Failed || rec.To != u.installed || u.state.Web == nil || u.state.Web.Version != rec.From {
-		return func() {}, false
+		return u.followLeaderHold(ctx)
 	}
-	if ev := u.f.Event.Name; ev == "config-changed" || ev == "upgrade-charm" {
-		u.logf("retrying the upgrade %s → %s (%s)", rec.From, rec.To, ev)
-		rec.Failed = false
-		rec.Result = ""
+	if u.retryEvent() {
+		u.logf("retrying the upgrade %s → %s (%s)", rec.From, rec.To, u.f.Event.Name)
+		// A new record, so the retry runs every step again: the old web took writes since the
+		// first attempt's dump, which a retry reusing it would lose. Components a failed attempt
+		// left paused stay known.
+		u.state.Upgrade = &UpgradeRecord{From: rec.From, To: rec.To, Started: u.now(), FromBinary: rec.FromBinary, Paused: rec.Paused}
 		u.changed = true
-		return func() {}, false
+		return func() {}, false, nil
 	}
 	u.status.blocked(rec.Result)
 	if !rec.Restored {
-		return func() {}, true
+		return func() {}, true, nil
 	}
-	installed, binary := u.installed, u.binary
-	u.installed, u.binary = rec.From, rec.FromBinary
-	return func() { u.installed, u.binary = installed, binary }, false
+	return u.swapRelease(rec.From, rec.FromBinary), false, nil
+}
+
+// retryEvent says whether this hook is one where the operator reconsiders a failed upgrade.
+func (u *unitRun) retryEvent() bool {
+	ev := u.f.Event.Name
+	return ev == "config-changed" || ev == "upgrade-charm"
+}
+
+// swapRelease makes this hook's web run version from binary; the returned func undoes it.
+func (u *unitRun) swapRelease(version, binary string) func() {
+	installed, was := u.installed, u.binary
+	u.installed, u.binary = version, binary
+	return func() { u.installed, u.binary = installed, was }
+}
+
+// heldUpgrade is the leader's failed upgrade as the other webs of the application read it in
+// the peers application data (keyUpgradeHeld, "<from> <to> restored|stopped <leader unit>"):
+// with several webs (mode=web -n 3) every web stopped for the upgrade, and without it they
+// would wait, stopped, for a migration that does not come while only the leader serves.
+// Plain versions and a unit name: nothing secret.
+type heldUpgrade struct {
+	From, To string
+	Restored bool   // the leader's web runs From again; else it stays stopped
+	Leader   string // whose status has the cause and the restore instructions
+}
+
+func (h heldUpgrade) String() string {
+	state := "stopped"
+	if h.Restored {
+		state = "restored"
+	}
+	return strings.Join([]string{h.From, h.To, state, h.Leader}, " ")
+}
+
+func parseHeldUpgrade(s string) (heldUpgrade, bool) {
+	f := strings.Fields(s)
+	if len(f) != 4 || (f[2] != "restored" && f[2] != "stopped") {
+		return heldUpgrade{}, false
+	}
+	return heldUpgrade{From: f[0], To: f[1], Restored: f[2] == "restored", Leader: f[3]}, true
+}
+
+// publishHeldUpgrade (leader) publishes the failed upgrade its web holds, for the installed
+// target, and removes it once the upgrade is retried or the target changes, which sends the
+// other webs back to stopping and waiting for the migration. A new leader that follows the
+// previous leader's hold keeps it until the operator retries.
+func (u *unitRun) publishHeldUpgrade() {
+	v := u.followedHold
+	if rec := u.state.Upgrade; u.role.Web && rec != nil && rec.Failed && rec.To == u.installed &&
+		u.state.Web != nil && u.state.Web.Version == rec.From {
+		v = heldUpgrade{From: rec.From, To: rec.To, Restored: rec.Restored, Leader: u.f.Env.UnitName}.String()
+	}
+	u.setPeerApp(keyUpgradeHeld, v)
+}
+
+// followLeaderHold makes a web whose last release is the one the leader's failed upgrade went
+// back to, and whose installed target is the failed one, do as the leader's web: run that
+// release again (its binary, kept on disk as the store's `previous`), or stay stopped when the
+// leader's could not run again (the schema may have moved past it). A leader follows only a
+// hold published by the one before it, and only until the operator retries.
+func (u *unitRun) followLeaderHold(ctx context.Context) (swapBack func(), hold bool, err error) {
+	none := func() {}
+	if u.f.Peers == nil || u.state.Web == nil {
+		return none, false, nil
+	}
+	h, ok := parseHeldUpgrade(u.f.Peers.AppData[keyUpgradeHeld])
+	if !ok || h.From != u.state.Web.Version || h.To != u.installed || h.Leader == u.f.Env.UnitName ||
+		(u.f.Leader && u.retryEvent()) {
+		return none, false, nil
+	}
+	u.followedHold = u.f.Peers.AppData[keyUpgradeHeld]
+	failed := fmt.Sprintf("Upgrade %s → %s failed on the leader %s", h.From, h.To, h.Leader)
+	see := fmt.Sprintf("see %s's status for the cause and the restore instructions; fixed? any `juju config` change retries", h.Leader)
+	if !h.Restored {
+		return none, true, u.stopHeldWeb(ctx, fmt.Sprintf("%s, whose web could not run Concourse %s again: this web stays stopped too (the database schema may be past what %s supports); %s",
+			failed, h.From, h.From, see))
+	}
+	binary := u.state.Web.StartedWith
+	if binary == "" {
+		return none, true, u.stopHeldWeb(ctx, fmt.Sprintf("%s: Concourse %s cannot run again here, the binary it ran is not recorded: this web stays stopped; `juju config %s version=%s` goes back to it everywhere; %s",
+			failed, h.From, u.f.Env.AppName, h.From, see))
+	}
+	if _, err := os.Stat(binary); err != nil {
+		return none, true, u.stopHeldWeb(ctx, fmt.Sprintf("%s: Concourse %s cannot run again here, its binary %s is gone: this web stays stopped; `juju config %s version=%s` goes back to it everywhere; %s",
+			failed, h.From, binary, u.f.Env.AppName, h.From, see))
+	}
+	u.status.blocked(fmt.Sprintf("%s: Concourse %s runs again here; %s", failed, h.From, see))
+	return u.swapRelease(h.From, binary), false, nil
+}
+
+// stopHeldWeb keeps the web of a unit following the leader's hold stopped (it is already, from
+// the upgrade's stop step, unless it never stopped for it) and says why.
+func (u *unitRun) stopHeldWeb(ctx context.Context, msg string) error {
+	u.status.blocked(msg)
+	u.unitData[keyWebVersion] = "" // stopped: nobody waits for it
+	active, err := u.deps.Services.IsActive(ctx, webService)
+	if err != nil || !active {
+		return err
+	}
+	if err := u.deps.Services.Stop(ctx, webService); err != nil {
+		return fmt.Errorf("stopping %s while the leader's upgrade is held: %w", webService, err)
+	}
+	u.act("Stop %s (Concourse %s): the leader's upgrade to %s failed and its web stays stopped", webService, u.state.Web.Version, u.installed)
+	return nil
 }
 
 // activeUpgrade is the upgrade of this unit's web to the installed release under way, or nil.

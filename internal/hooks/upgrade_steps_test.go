@@ -359,8 +359,23 @@ func TestFailedMigrationRestoresThePreviousRelease(t *testing.T) {
 			w.m.SetConfig(app, map[string]any{"log-level": "debug"})
 			w.mustHook(u0, "config-changed")
 			w.wantStatus(u0, "active: Web server ready (v8.2.5) http://127.0.2.10:8080")
+			// The retry is a new upgrade: the old web took writes since the first dump, so it
+			// dumps again, and its steps are its own.
+			if again := w.upgradeRecord(u0); again == nil || again.Backup == "" || again.Result != "completed" || countSteps(again, stepBackup) != 1 || countSteps(again, stepMigrate) != 1 {
+				t.Errorf("retry record %+v; want a completed upgrade with its own backup and migrate steps", again)
+			}
 		})
 	}
+}
+
+func countSteps(rec *UpgradeRecord, name string) int {
+	n := 0
+	for _, s := range rec.Steps {
+		if s.Name == name {
+			n++
+		}
+	}
+	return n
 }
 
 // readFileAt reads a file of the world, failing the test when it is missing.
@@ -422,5 +437,188 @@ func TestFailedBackupStartsTheOldWebAgain(t *testing.T) {
 	w.mustHook(u0, "update-status")
 	if w.current != w.schema["7.14.3"] || !w.svcs[u0].active[webService] {
 		t.Errorf("update-status: schema %d, web active %t; want no retry", w.current, w.svcs[u0].active[webService])
+	}
+}
+
+// With several webs (mode=web -n 3, shared web keys), every web stops for an upgrade and the
+// leader migrates. When the leader's migration fails, the other webs do as the leader's: run the
+// old release again when the leader's does (one start each), stay stopped when it cannot, or
+// when their own old binary is gone; their status names the failed upgrade and points at the
+// leader's. A config change retries, and all three end on the new release, the leader first.
+func TestFailedMigrationOnTheLeaderHoldsTheOtherWebs(t *testing.T) {
+	const (
+		failed  = "blocked: Upgrade 7.14.3 → 8.2.5 failed on the leader concourse-ci-machine/0"
+		see     = "; see concourse-ci-machine/0's status for the cause and the restore instructions; fixed? any `juju config` change retries"
+		runs    = failed + ": Concourse 7.14.3 runs again here" + see
+		stopped = failed + ", whose web could not run Concourse 7.14.3 again: this web stays stopped too (the database schema may be past what 7.14.3 supports)" + see
+	)
+	cases := []struct {
+		name     string
+		leaves   int64 // schema the failed migration leaves (0: unchanged)
+		noBinary bool  // u2's 7.14.3 binary is gone
+		want     map[string]string
+		running  map[string]bool // webs running 7.14.3 again
+	}{
+		{name: "restored", want: map[string]string{u1: runs, u2: runs}, running: map[string]bool{u0: true, u1: true, u2: true}},
+		{name: "schema-moved", leaves: 1770000000, want: map[string]string{u1: stopped, u2: stopped}, running: map[string]bool{}},
+		{name: "binary-gone", noBinary: true, running: map[string]bool{u0: true, u1: true}, want: map[string]string{u1: runs,
+			u2: failed + ": Concourse 7.14.3 cannot run again here, its binary " + filepath.Join("UNIT2", "versions/7.14.3/bin/concourse") +
+				" is gone: this web stays stopped; `juju config concourse-ci-machine version=7.14.3` goes back to it everywhere" + see}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			w := newWorld(t, 3, map[string]any{"version": "7.14.3", "mode": "web", "upgrade-backup": true})
+			w.pgDump = "/usr/bin/pg_dump"
+			w.deploy()
+			w.addPostgres()
+			w.settle()
+			units := []string{u0, u1, u2}
+			for _, u := range units {
+				if !c.noBinary || u != u2 {
+					oldBinary(t, w, u, "7.14.3")
+				}
+				w.wantStatus(u, fmt.Sprintf("active: Web server ready (v7.14.3) http://127.0.2.%d:8080", 10+slices.Index(units, u)))
+			}
+			if want, ok := c.want[u2]; ok {
+				c.want[u2] = strings.Replace(want, "UNIT2", w.paths(u2).Root, 1)
+			}
+			before := map[string]int{}
+			for _, u := range units {
+				before[u] = len(webCalls(w, u))
+			}
+			migrations := len(w.migrated)
+			w.failUpgradeOfWebs(c.leaves, units...)
+			if got := w.migrated[migrations:]; len(got) != 1 || len(got[0]) != 0 {
+				t.Fatalf("migrations %v; want one failed migration, with every web stopped", got)
+			}
+			rec := w.upgradeRecord(u0)
+			if rec == nil || !rec.Failed || rec.Restored != (c.leaves == 0) {
+				t.Fatalf("leader's record %+v; want failed, restored %t", rec, c.leaves == 0)
+			}
+			if s := w.status(u0); !strings.Contains(s, "restore "+rec.Backup) {
+				t.Errorf("leader status %q; want the restore instructions", s)
+			}
+			check := func(when string) {
+				t.Helper()
+				for _, u := range units[1:] {
+					w.wantStatus(u, c.want[u])
+				}
+				for _, u := range units {
+					calls := webCalls(w, u)[before[u]:]
+					starts := 0
+					for _, call := range calls {
+						if call == "start" || call == "restart" {
+							starts++
+						}
+					}
+					want := 0
+					if c.running[u] {
+						want = 1
+					}
+					if w.svcs[u].active[webService] != c.running[u] || starts != want {
+						t.Errorf("%s: %s web active %t, calls %v; want running 7.14.3 %t after %d start(s)", when, u, w.svcs[u].active[webService], calls, c.running[u], want)
+					}
+					if c.running[u] && !strings.Contains(w.readFileAt(w.paths(u).SystemdDir, webService), "/versions/7.14.3/") {
+						t.Errorf("%s: %s web unit does not run 7.14.3", when, u)
+					}
+				}
+			}
+			check("after the failure")
+			if got := w.m.AppData(w.m.RelationID(app, "peers"), app)[keyUpgradeHeld]; !strings.HasPrefix(got, "7.14.3 8.2.5 ") {
+				t.Errorf("upgrade-held = %q; want the failed upgrade published", got)
+			}
+			// Steady hooks change nothing: no retry, no start, the same statuses.
+			for _, u := range units {
+				w.mustHook(u, "update-status")
+			}
+			w.settle()
+			check("after update-status")
+			if len(w.migrated) != migrations+1 {
+				t.Errorf("%d migrations in steady hooks; want none", len(w.migrated)-migrations-1)
+			}
+
+			// Fixed: a config change retries. The others' config-changed may come first; they
+			// keep following the leader's hold until its own retries it.
+			w.migrateErr = nil
+			oldBinary(t, w, u2, "7.14.3")
+			w.m.SetConfig(app, map[string]any{"log-level": "debug"})
+			for _, u := range []string{u1, u2, u0} {
+				w.mustHook(u, "config-changed")
+			}
+			w.settle()
+			if got := w.migrated[migrations+1:]; len(got) != 1 || len(got[0]) != 0 {
+				t.Errorf("migrations of the retry %v; want one, with every web stopped (the leader's first, then the others start)", got)
+			}
+			for i, u := range units {
+				w.wantStatus(u, fmt.Sprintf("active: Web server ready (v8.2.5) http://127.0.2.%d:8080", 10+i))
+			}
+			if got := w.m.AppData(w.m.RelationID(app, "peers"), app)[keyUpgradeHeld]; got != "" {
+				t.Errorf("upgrade-held = %q after the retry; want it removed", got)
+			}
+		})
+	}
+}
+
+// failUpgradeOfWebs starts 7.14.3 → 8.2.5 on units with a migration that fails, leaving the
+// database at schema leaves (0: unchanged), and settles.
+func (w *world) failUpgradeOfWebs(leaves int64, units ...string) {
+	w.t.Helper()
+	w.migrateErr, w.migrateLeaves = errors.New("migration 1770000001 failed: deadlock detected"), leaves
+	w.m.SetConfig(app, map[string]any{"version": "8.2.5", "allow-major-upgrade": "8"})
+	for _, u := range units {
+		w.mustHook(u, "config-changed")
+	}
+	w.settle()
+}
+
+// A leader elected while the previous leader's failed upgrade is held keeps the hold (it does
+// not retry the upgrade by itself) until the operator retries with a config change.
+func TestHeldUpgradeSurvivesALeadershipChange(t *testing.T) {
+	w := newWorld(t, 3, map[string]any{"version": "7.14.3", "mode": "web"})
+	w.deploy()
+	w.addPostgres()
+	units := []string{u0, u1, u2}
+	for _, u := range units {
+		oldBinary(t, w, u, "7.14.3")
+	}
+	migrations := len(w.migrated)
+	w.failUpgradeOfWebs(0, units...)
+	held := "7.14.3 8.2.5 restored concourse-ci-machine/0"
+	peers := w.m.RelationID(app, "peers")
+	if got := w.m.AppData(peers, app)[keyUpgradeHeld]; got != held {
+		t.Fatalf("upgrade-held = %q; want %q", got, held)
+	}
+	w.m.SetLeader(app, u1)
+	w.mustHook(u1, "leader-elected")
+	w.mustHook(u0, "leader-settings-changed")
+	w.mustHook(u2, "leader-settings-changed")
+	w.settle()
+	if got := len(w.migrated) - migrations; got != 1 {
+		t.Errorf("%d migrations after the leadership change; want only the failed one", got)
+	}
+	for _, u := range units {
+		if !w.svcs[u].active[webService] {
+			t.Errorf("%s web stopped after the leadership change; want 7.14.3 running", u)
+		}
+	}
+	if got := w.m.AppData(peers, app)[keyUpgradeHeld]; got != held {
+		t.Errorf("upgrade-held = %q under the new leader; want %q kept", got, held)
+	}
+	w.wantStatus(u1, "blocked: Upgrade 7.14.3 → 8.2.5 failed on the leader concourse-ci-machine/0: Concourse 7.14.3 runs again here; see concourse-ci-machine/0's status for the cause and the restore instructions; fixed? any `juju config` change retries")
+	if s := w.status(u0); !strings.HasPrefix(s, "blocked: Upgrade to Concourse 8.2.5 failed: ") {
+		t.Errorf("old leader status %q; want its own failure", s)
+	}
+
+	w.migrateErr = nil
+	w.m.SetConfig(app, map[string]any{"log-level": "debug"})
+	for _, u := range units {
+		w.mustHook(u, "config-changed")
+	}
+	w.settle()
+	for i, u := range units {
+		w.wantStatus(u, fmt.Sprintf("active: Web server ready (v8.2.5) http://127.0.2.%d:8080", 10+i))
+	}
+	if got := w.m.AppData(peers, app)[keyUpgradeHeld]; got != "" {
+		t.Errorf("upgrade-held = %q after the retry; want it removed", got)
 	}
 }

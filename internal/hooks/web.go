@@ -133,11 +133,12 @@ func (u *unitRun) ensureWeb(ctx context.Context) (ready bool, err error) {
 		}
 		return false, nil // a running web keeps its keys until the shared ones are readable
 	}
-	// A failed upgrade's web runs the release it went back to (upgrade.go), or stays stopped.
-	swapBack, hold := u.heldRelease()
+	// A failed upgrade's web runs the release it went back to (upgrade.go), or stays stopped;
+	// so do the other webs of the application, following the leader's.
+	swapBack, hold, err := u.heldRelease(ctx)
 	defer swapBack()
-	if hold {
-		return false, nil
+	if err != nil || hold {
+		return false, err
 	}
 
 	db, ok := u.dbConfig(ctx)
@@ -407,7 +408,8 @@ func (u *unitRun) migrate(ctx context.Context, env []string) error {
 // 7.14.3 web on 8.2.5's schema logs "column nbi.version_md5 does not exist"). A web whose
 // release changes stops first; when the schema moves, the leader migrates once no other web of
 // the application still publishes an older running version, and the other webs wait, stopped,
-// until the leader's web runs the new release (its peers publication wakes them). proceed is
+// until the leader's web runs the new release (its peers publication wakes them), or its
+// upgrade fails and they follow its rollback (followLeaderHold, upgrade.go). proceed is
 // false while this unit must wait; the status says for what.
 func (u *unitRun) stopForUpgrade(ctx context.Context, db concourse.DBConfig, env []string) (proceed bool, err error) {
 	rec := u.state.Web
