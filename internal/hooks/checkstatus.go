@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"regexp"
 	"strconv"
@@ -262,23 +263,39 @@ func (u *unitRun) knowsWorkers() bool {
 }
 
 func (u *unitRun) webWorkers(ctx context.Context) ([]concourse.WorkerInfo, error) {
-	pw, err := u.adminPassword(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("reading the admin password: %w", err)
-	}
-	if pw == "" {
-		return nil, errors.New("the admin password does not exist yet")
-	}
-	base := u.localWebURL()
-	client, err := LocalWebClient(u.deps.Paths, base, 5*time.Second)
+	api, err := u.adminAPI(ctx, 5*time.Second)
 	if err != nil {
 		return nil, err
 	}
+	return concourse.Workers(ctx, api.client, api.base, api.token)
+}
+
+// localAdminAPI is this unit's web, logged in as the admin (check-status, prune-workers).
+type localAdminAPI struct {
+	client      *http.Client
+	base, token string
+}
+
+// adminAPI logs in to this unit's web on loopback as the admin: no proxy, and with TLS only
+// the configured certificate trusted (LocalWebClient).
+func (u *unitRun) adminAPI(ctx context.Context, timeout time.Duration) (localAdminAPI, error) {
+	pw, err := u.adminPassword(ctx)
+	if err != nil {
+		return localAdminAPI{}, fmt.Errorf("reading the admin password: %w", err)
+	}
+	if pw == "" {
+		return localAdminAPI{}, errors.New("the admin password does not exist yet: the leader creates it in its next hook")
+	}
+	base := u.localWebURL()
+	client, err := LocalWebClient(u.deps.Paths, base, timeout)
+	if err != nil {
+		return localAdminAPI{}, err
+	}
 	token, err := concourse.PasswordToken(ctx, client, base, u.cfg.AdminUser, pw)
 	if err != nil {
-		return nil, fmt.Errorf("logging in to %s as %s: %w", base, u.cfg.AdminUser, err)
+		return localAdminAPI{}, fmt.Errorf("logging in to %s as %s: %w", base, u.cfg.AdminUser, err)
 	}
-	return concourse.Workers(ctx, client, base, token)
+	return localAdminAPI{client: client, base: base, token: token}, nil
 }
 
 // checkDatabase: whether the web reaches PostgreSQL, and the schema it holds.

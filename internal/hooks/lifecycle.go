@@ -301,22 +301,11 @@ func (u *unitRun) pruneWorkers(ctx context.Context) (map[string]string, error) {
 	if err := u.juju.ActionParams(ctx, &p); err != nil {
 		return nil, err
 	}
-	pw, err := u.adminPassword(ctx)
+	api, err := u.adminAPI(ctx, 10*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	if pw == "" {
-		return nil, errors.New("the admin password does not exist yet: the leader creates it in its next hook")
-	}
-	base := u.localWebURL()
-	client, err := LocalWebClient(u.deps.Paths, base, 10*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	token, err := concourse.PasswordToken(ctx, client, base, u.cfg.AdminUser, pw)
-	if err != nil {
-		return nil, fmt.Errorf("logging in to the web at %s as %s: %w", base, u.cfg.AdminUser, err)
-	}
+	client, base, token := api.client, api.base, api.token
 	workers, err := concourse.Workers(ctx, client, base, token)
 	if err != nil {
 		return nil, fmt.Errorf("listing the workers: %w", err)
