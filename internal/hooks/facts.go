@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -150,6 +151,7 @@ type ServiceRecord struct {
 
 func (h *handler) gather(ctx context.Context) (*Facts, error) {
 	f := &Facts{Env: h.deps.Env, Event: h.deps.Env.Event(), Kept: h.openRelationCache()}
+	h.broken = f.Kept.Broken
 	live := map[int]bool{} // every relation id relation-ids lists, to drop the others from the cache
 	var err error
 	if f.RawConfig, err = h.juju.Config(ctx); err != nil {
@@ -264,7 +266,8 @@ func (h *handler) addresses(ctx context.Context, f *Facts, metrics bool) (Addres
 }
 
 // liveIDs drops the relation that is breaking in this hook: relation-ids still lists it during
-// -relation-broken (juju-contract §2.2), but its data must no longer count.
+// -relation-broken (juju-contract §2.2), but its data must no longer count; and every relation
+// this unit saw break before (relationCache.Broken).
 func (h *handler) liveIDs(ctx context.Context, endpoint string) ([]int, error) {
 	ids, err := h.juju.RelationIDs(ctx, endpoint)
 	if err != nil {
@@ -273,7 +276,7 @@ func (h *handler) liveIDs(ctx context.Context, endpoint string) ([]int, error) {
 	ev := h.deps.Env.Event()
 	out := ids[:0]
 	for _, id := range ids {
-		if ev.RelationEvent == "broken" && id == h.deps.Env.RelationID {
+		if ev.RelationEvent == "broken" && id == h.deps.Env.RelationID || slices.Contains(h.broken, id) {
 			continue
 		}
 		out = append(out, id)

@@ -18,6 +18,8 @@ type handler struct {
 	deps Deps
 	juju Juju
 	hook string
+	// broken are the relations this unit saw break (relationCache.Broken), set by gather.
+	broken []int
 }
 
 // convergingHooks are the events that can change what this unit should run. Every one of them runs

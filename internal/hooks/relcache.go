@@ -9,6 +9,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/concourse-ci-machine/concourse-ci-machine/internal/concourse"
@@ -121,6 +122,11 @@ type relationCache struct {
 	// non-leader).
 	DashboardIDs     []int
 	DashboardsListed bool
+	// Broken are the relations this unit ran -relation-broken for. Relation ids are never
+	// reused, and a unit being removed may still see a relation it left listed by relation-ids
+	// in its later hooks (the bed's model does; Juju drops it): its data never counts again, or
+	// a departing web would restart on the database credentials it just lost.
+	Broken []int
 }
 
 type cachedRelation struct {
@@ -230,6 +236,10 @@ func (h *handler) openRelationCache() *relationCache {
 	if c == nil {
 		h.logf("reading all relation data (no usable relation cache)")
 		c = newRelationCache()
+	}
+	if ev.RelationEvent == "broken" && !slices.Contains(c.Broken, h.deps.Env.RelationID) {
+		c.Broken = append(c.Broken, h.deps.Env.RelationID)
+		c.dirty = true
 	}
 	if changesCache(ev) {
 		c.dirty = true // written back at the end, with this hook's change

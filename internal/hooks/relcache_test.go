@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strings"
 	"testing"
 	"time"
@@ -451,4 +452,44 @@ func TestPortSteps(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A web unit being removed runs its postgresql-relation-broken before its other relations'
+// departures (the bed's order, found by TestRealHA): the relation it saw break never counts
+// again, so the departing web is not restarted on the credentials it just lost (it sat for a
+// minute per hook in "Web server starting" before).
+func TestDepartingWebStaysStoppedAfterItsDatabaseBroke(t *testing.T) {
+	w := newWorld(t, 3, map[string]any{"version": "7.14.3", "mode": "web"})
+	w.m.AddApp("concourse-worker", charmMeta(t), map[string]any{"mode": "worker"})
+	w.m.SetAddress(w.m.AddUnit("concourse-worker"), "127.0.3.1")
+	w.deploy()
+	w.deployApp("concourse-worker")
+	id := w.m.Relate(app, "tsa", "concourse-worker", "flight")
+	units := append(w.m.Units(app), w.m.Units("concourse-worker")...)
+	for _, u := range units {
+		ep := "tsa"
+		if strings.HasPrefix(u, "concourse-worker/") {
+			ep = "flight"
+		}
+		w.mustHookRel(u, ep+"-relation-created", id, "")
+	}
+	for _, u := range units {
+		w.queue = append(w.queue, w.m.JoinEvents(id, u)...)
+	}
+	w.settle()
+	w.addPostgres()
+	w.wantStatus(u1, "active: Web server ready (v7.14.3) http://127.0.2.11:8080")
+	before := len(w.svcs[u1].calls)
+	evs := w.m.RemoveUnit(u1)
+	sort.SliceStable(evs, func(i, j int) bool { // the database's departure and breaking first
+		return strings.HasPrefix(evs[i].HookInfo.Hook, "postgresql") && !strings.HasPrefix(evs[j].HookInfo.Hook, "postgresql")
+	})
+	w.queue = append(w.queue, evs...)
+	w.settle()
+	for _, c := range w.svcs[u1].calls[before:] {
+		if strings.HasPrefix(c, "start") || strings.HasPrefix(c, "restart") {
+			t.Fatalf("the departing web was started again after its database relation broke: %v", w.svcs[u1].calls[before:])
+		}
+	}
+	w.wantStatus(u1, "blocked: PostgreSQL database required")
 }
