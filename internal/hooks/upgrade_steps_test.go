@@ -622,3 +622,51 @@ func TestHeldUpgradeSurvivesALeadershipChange(t *testing.T) {
 		t.Errorf("upgrade-held = %q after the retry; want it removed", got)
 	}
 }
+
+// A web unit added while the leader's failed upgrade is held installs the target but never
+// migrates the schema under the leader's old web: it waits, stopped, for the leader, and starts
+// once the leader's retry has moved the database.
+func TestWebJoiningDuringAHeldUpgradeDoesNotMigrate(t *testing.T) {
+	w := newWorld(t, 2, map[string]any{"version": "7.14.3", "mode": "web"})
+	w.deploy()
+	w.addPostgres()
+	for _, u := range []string{u0, u1} {
+		oldBinary(t, w, u, "7.14.3")
+	}
+	w.failUpgradeOfWebs(0, u0, u1)
+	migrations := len(w.migrated)
+	u := w.m.AddUnit(app)
+	w.m.SetAddress(u, "127.0.2.12")
+	peers := w.m.RelationID(app, "peers")
+	pg := w.m.RelationID(app, "postgresql")
+	w.mustHook(u, "install")
+	w.mustHookRel(u, "peers-relation-created", peers, "")
+	w.mustHookRel(u, "postgresql-relation-created", pg, "")
+	w.mustHook(u, "leader-settings-changed")
+	w.mustHook(u, "config-changed")
+	w.mustHook(u, "start")
+	w.queue = append(w.queue, w.m.JoinEvents(peers, u)...)
+	w.settle()
+	if len(w.migrated) != migrations {
+		t.Fatalf("the joining web migrated the database during the held upgrade: %v", w.migrated[migrations:])
+	}
+	if w.svcs[u].active[webService] {
+		t.Errorf("the joining web started on 8.2.5 under the leader's 7.14.3")
+	}
+	w.wantStatus(u, "waiting: Waiting for the leader to migrate the database to Concourse 8.2.5 (schema 1746768931 → 1776182280) before this web starts")
+	// Fixed and retried: the leader migrates once, and the new web follows.
+	w.migrateErr = nil
+	w.m.SetConfig(app, map[string]any{"log-level": "debug"})
+	for _, unit := range []string{u0, u1, u} {
+		w.mustHook(unit, "config-changed")
+	}
+	w.settle()
+	if n := len(w.migrated) - migrations; n != 1 {
+		t.Errorf("%d migrations after the retry; want the leader's one", n)
+	}
+	for _, unit := range []string{u0, u1, u} {
+		if !strings.HasPrefix(w.status(unit), "active: Web server ready (v8.2.5)") {
+			t.Errorf("%s: %s; want the web ready on 8.2.5", unit, w.status(unit))
+		}
+	}
+}

@@ -413,6 +413,9 @@ func (u *unitRun) migrate(ctx context.Context, env []string) error {
 // false while this unit must wait; the status says for what.
 func (u *unitRun) stopForUpgrade(ctx context.Context, db concourse.DBConfig, env []string) (proceed bool, err error) {
 	rec := u.state.Web
+	if rec == nil && !u.f.Leader {
+		return u.joinAfterLeader(ctx, env)
+	}
 	if rec == nil || rec.Version == u.installed {
 		return true, nil
 	}
@@ -471,6 +474,25 @@ func (u *unitRun) stopForUpgrade(ctx context.Context, db concourse.DBConfig, env
 		return u.backupStep(ctx, upg, db, true), nil
 	}
 	return true, nil
+}
+
+// joinAfterLeader keeps a web unit that has never run (a new unit of mode=web or mode=all)
+// from moving the schema: that is the leader's, once. Without it, a unit added while the
+// leader's upgrade is held after a failure (upgrade.go) would migrate to the failed target under
+// the leader's old web, and the first units of a fresh deployment would all migrate at once. It
+// waits, stopped, until the leader's web runs the release (its peers publication wakes it).
+func (u *unitRun) joinAfterLeader(ctx context.Context, env []string) (proceed bool, err error) {
+	m := u.deps.NewMigrator(u.binary, env)
+	supported, err := m.SupportedVersion(ctx)
+	if err != nil {
+		return true, nil // the migrate step reports it
+	}
+	current, err := m.CurrentVersion(ctx)
+	if err != nil || current >= supported {
+		return true, nil
+	}
+	u.status.waiting(fmt.Sprintf("Waiting for the leader to migrate the database to Concourse %s (schema %d → %d) before this web starts", u.installed, current, supported))
+	return false, nil
 }
 
 // oldWebs names the other web units of the application that publish a running version other
