@@ -22,6 +22,9 @@ import (
 // /dev/nvidia*), character devices of harmless kernel devices (null, zero, full), and for cuda a
 // stand-in nvidia-container-cli that records its argv; what a task receives is the charm's doing.
 func TestRealGPUWorker(t *testing.T) {
+	// Its own fixture, bed machines and cluster: it runs beside the other scenarios (most of a
+	// real scenario is waiting for Concourse: landing, heartbeats).
+	t.Parallel()
 	if RealRuntime() != "containerd" {
 		t.Skip("OCI hooks need worker-runtime containerd; CCM_REAL_RUNTIME is " + RealRuntime())
 	}

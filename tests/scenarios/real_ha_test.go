@@ -25,6 +25,9 @@ import (
 // the web the worker's TSA connection goes to is removed, the worker registers again through one
 // of the others.
 func TestRealHA(t *testing.T) {
+	// Its own fixture, bed machines and cluster: it runs beside the other scenarios (most of a
+	// real scenario is waiting for Concourse: landing, heartbeats).
+	t.Parallel()
 	f := NewRealFixture(t)
 	s := f.NewRealScenario(t)
 	s.MarkShared(t)

@@ -18,6 +18,9 @@ import (
 // configuration once the build is done), and a landed worker takes no new builds until
 // resume-worker.
 func TestRealWorkerLifecycle(t *testing.T) {
+	// Its own fixture, bed machines and cluster: it runs beside the other scenarios (most of a
+	// real scenario is waiting for Concourse: landing, heartbeats).
+	t.Parallel()
 	f := NewRealFixture(t)
 	s := f.NewRealScenario(t)
 	rt := RealRuntime()

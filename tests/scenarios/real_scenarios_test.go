@@ -32,6 +32,9 @@ const schema714 = 1746768931
 // workers registered over the TSA with the charm's keys, fly execute, a pipeline job, the upgrade
 // to 8.2.5 with its real migrations, and a removed worker retiring.
 func TestRealConcourse(t *testing.T) {
+	// Its own fixture, bed machines and cluster: it runs beside the other scenarios (most of a
+	// real scenario is waiting for Concourse: landing, heartbeats).
+	t.Parallel()
 	f := NewRealFixture(t)
 	s := f.NewRealScenario(t)
 	rt := RealRuntime()
