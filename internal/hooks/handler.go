@@ -112,6 +112,13 @@ func randomPassword(r io.Reader, n int) (string, error) {
 	var b strings.Builder
 	max := big.NewInt(int64(len(passwordAlphabet)))
 	for i := 0; i < n; i++ {
+		if i == 0 {
+			// Never a leading '-': operators paste it after `fly login -p`, which would take it
+			// for a flag (a scenario hit one in 64 generated passwords).
+			max = big.NewInt(int64(len(passwordAlphabet) - 2))
+		} else {
+			max = big.NewInt(int64(len(passwordAlphabet)))
+		}
 		k, err := rand.Int(r, max)
 		if err != nil {
 			return "", fmt.Errorf("generating a password: %w", err)

@@ -1,6 +1,7 @@
 package hooks
 
 import (
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -885,5 +886,19 @@ func TestDatabasePreparedBeforeMigrating(t *testing.T) {
 	}
 	if w2.svcs[u0].active[webService] || slices.Contains(w2.prepared, "migrate") {
 		t.Errorf("web started or migrated (%q) on a database it could not prepare", w2.prepared)
+	}
+}
+
+// Generated passwords never start with '-' (fly login -p would take one for a flag) and use only
+// the alphabet.
+func TestRandomPasswordNeverLooksLikeAFlag(t *testing.T) {
+	for i := 0; i < 2000; i++ {
+		pw, err := randomPassword(rand.Reader, 32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(pw) != 32 || strings.HasPrefix(pw, "-") || strings.Trim(pw, passwordAlphabet) != "" {
+			t.Fatalf("password %q: want 32 characters of the alphabet, not starting with '-'", pw)
+		}
 	}
 }

@@ -166,7 +166,10 @@ func (u *unitRun) reportDrain(ctx context.Context, justQueued bool) (draining bo
 	if err != nil {
 		return false, err
 	}
-	if state == "deactivating" && justQueued && u.containers(ctx) == "0" {
+	// An idle worker (no containers, or a Garden that no longer answers because the worker is
+	// already going) is watched briefly, so its status is ready at once rather than at the next
+	// update-status.
+	if n := u.containers(ctx); state == "deactivating" && justQueued && (n == "0" || n == "?") {
 		for deadline := time.Now().Add(drainGrace); state == "deactivating" && time.Now().Before(deadline); {
 			time.Sleep(250 * time.Millisecond)
 			if state, err = u.workerState(ctx); err != nil {

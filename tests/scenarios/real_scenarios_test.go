@@ -185,7 +185,7 @@ func flyLogin(t *testing.T, s *Scenario, fly *Fly, web string) {
 	if err != nil || rec.Status != "completed" || rec.Results["password"] == "" {
 		t.Fatalf("get-admin-password: %v %s %q", err, rec.Status, rec.Message)
 	}
-	if out, err := fly.Run(time.Minute, "login", "-c", url, "-u", rec.Results["username"], "-p", rec.Results["password"]); err != nil {
+	if out, err := fly.Run(time.Minute, "login", "-c", url, "-u", rec.Results["username"], "--password="+rec.Results["password"]); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 }
