@@ -166,21 +166,26 @@ func (u *unitRun) reportDrain(ctx context.Context, justQueued bool) (draining bo
 	if err != nil {
 		return false, err
 	}
+	if state != "deactivating" {
+		return false, nil
+	}
 	// An idle worker (no containers, or a Garden that no longer answers because the worker is
 	// already going) is watched briefly, so its status is ready at once rather than at the next
 	// update-status.
-	if n := u.containers(ctx); state == "deactivating" && justQueued && (n == "0" || n == "?") {
+	n := u.containers(ctx)
+	if justQueued && (n == "0" || n == "?") {
 		for deadline := time.Now().Add(drainGrace); state == "deactivating" && time.Now().Before(deadline); {
 			time.Sleep(250 * time.Millisecond)
 			if state, err = u.workerState(ctx); err != nil {
 				return false, err
 			}
 		}
+		if state != "deactivating" {
+			return false, nil
+		}
+		n = u.containers(ctx)
 	}
-	if state != "deactivating" {
-		return false, nil
-	}
-	u.status.add(juju.StatusMaintenance, fmt.Sprintf("Draining: %s containers (restarting with the new configuration once they finish, at most %s)", u.containers(ctx), u.drainTimeout()))
+	u.status.add(juju.StatusMaintenance, fmt.Sprintf("Draining: %s containers (restarting with the new configuration once they finish, at most %s)", n, u.drainTimeout()))
 	return true, nil
 }
 

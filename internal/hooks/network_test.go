@@ -41,29 +41,6 @@ func (w *world) relateMonitoring() int {
 	return id
 }
 
-// relateWorkerApp deploys a separate worker application with one unit and relates its flight
-// endpoint to our tsa endpoint; it returns the relation.
-func (w *world) relateWorkerApp() int {
-	w.t.Helper()
-	w.m.AddApp("concourse-worker", charmMeta(w.t), map[string]any{"mode": "worker", "shared-storage": "lxc"})
-	w.m.SetAddress(w.m.AddUnit("concourse-worker"), "127.0.3.1")
-	w.deployApp("concourse-worker")
-	id := w.m.Relate(app, "tsa", "concourse-worker", "flight")
-	units := append(w.m.Units(app), w.m.Units("concourse-worker")...)
-	for _, u := range units {
-		ep := "tsa"
-		if strings.HasPrefix(u, "concourse-worker/") {
-			ep = "flight"
-		}
-		w.mustHookRel(u, ep+"-relation-created", id, "")
-	}
-	for _, u := range units {
-		w.queue = append(w.queue, w.m.JoinEvents(id, u)...)
-	}
-	w.settle()
-	return id
-}
-
 // issue 8 §4: a web unit whose private address (10.0.0.5) is not the address of its bindings
 // (192.168.7.5, e.g. a second interface in the space the endpoints are bound to) publishes the
 // binding's address everywhere another unit or Prometheus dials it, and the private address

@@ -460,23 +460,8 @@ func TestPortSteps(t *testing.T) {
 // minute per hook in "Web server starting" before).
 func TestDepartingWebStaysStoppedAfterItsDatabaseBroke(t *testing.T) {
 	w := newWorld(t, 3, map[string]any{"version": "7.14.3", "mode": "web"})
-	w.m.AddApp("concourse-worker", charmMeta(t), map[string]any{"mode": "worker"})
-	w.m.SetAddress(w.m.AddUnit("concourse-worker"), "127.0.3.1")
 	w.deploy()
-	w.deployApp("concourse-worker")
-	id := w.m.Relate(app, "tsa", "concourse-worker", "flight")
-	units := append(w.m.Units(app), w.m.Units("concourse-worker")...)
-	for _, u := range units {
-		ep := "tsa"
-		if strings.HasPrefix(u, "concourse-worker/") {
-			ep = "flight"
-		}
-		w.mustHookRel(u, ep+"-relation-created", id, "")
-	}
-	for _, u := range units {
-		w.queue = append(w.queue, w.m.JoinEvents(id, u)...)
-	}
-	w.settle()
+	w.relateWorkerApp()
 	w.addPostgres()
 	w.wantStatus(u1, "active: Web server ready (v7.14.3) http://127.0.2.11:8080")
 	before := len(w.svcs[u1].calls)

@@ -214,23 +214,8 @@ func TestWebKeysSurviveLeadershipChange(t *testing.T) {
 // TSA public key.
 func TestRotateWebKeys(t *testing.T) {
 	w := newWorld(t, 3, webOnly)
-	w.m.AddApp("concourse-worker", charmMeta(t), map[string]any{"mode": "worker", "shared-storage": "lxc"})
-	w.m.SetAddress(w.m.AddUnit("concourse-worker"), "127.0.3.1")
 	w.deploy()
-	w.deployApp("concourse-worker")
-	id := w.m.Relate(app, "tsa", "concourse-worker", "flight")
-	all := append(w.m.Units(app), w.m.Units("concourse-worker")...)
-	for _, u := range all {
-		ep := "tsa"
-		if strings.HasPrefix(u, "concourse-worker/") {
-			ep = "flight"
-		}
-		w.mustHookRel(u, ep+"-relation-created", id, "")
-	}
-	for _, u := range all {
-		w.queue = append(w.queue, w.m.JoinEvents(id, u)...)
-	}
-	w.settle()
+	w.relateWorkerApp()
 	w.addPostgres()
 	wk := "concourse-worker/0"
 	w.wantStatus(wk, "active: Worker ready (v7.14.3)")

@@ -529,3 +529,46 @@ func (w *world) action(unit, name string, params map[string]any) jujutest.Action
 	acts := w.m.Actions()
 	return acts[len(acts)-1]
 }
+
+// relateWorkerApp deploys a separate worker application with one unit and relates its flight
+// endpoint to our tsa endpoint; it returns the relation.
+func (w *world) relateWorkerApp() int {
+	w.t.Helper()
+	w.m.AddApp("concourse-worker", charmMeta(w.t), map[string]any{"mode": "worker", "shared-storage": "lxc"})
+	w.m.SetAddress(w.m.AddUnit("concourse-worker"), "127.0.3.1")
+	w.deployApp("concourse-worker")
+	id := w.m.Relate(app, "tsa", "concourse-worker", "flight")
+	units := append(w.m.Units(app), w.m.Units("concourse-worker")...)
+	for _, u := range units {
+		ep := "tsa"
+		if strings.HasPrefix(u, "concourse-worker/") {
+			ep = "flight"
+		}
+		w.mustHookRel(u, ep+"-relation-created", id, "")
+	}
+	for _, u := range units {
+		w.queue = append(w.queue, w.m.JoinEvents(id, u)...)
+	}
+	w.settle()
+	return id
+}
+
+// addUnit adds a unit at addr to a deployed application related to PostgreSQL and runs what
+// Juju runs for it: install, the relations' -created, leader-settings-changed, config-changed,
+// start, then its peer joins; it returns the unit.
+func (w *world) addUnit(addr string) string {
+	w.t.Helper()
+	u := w.m.AddUnit(app)
+	w.m.SetAddress(u, addr)
+	peers := w.m.RelationID(app, "peers")
+	pg := w.m.RelationID(app, "postgresql")
+	w.mustHook(u, "install")
+	w.mustHookRel(u, "peers-relation-created", peers, "")
+	w.mustHookRel(u, "postgresql-relation-created", pg, "")
+	w.mustHook(u, "leader-settings-changed")
+	w.mustHook(u, "config-changed")
+	w.mustHook(u, "start")
+	w.queue = append(w.queue, w.m.JoinEvents(peers, u)...)
+	w.settle()
+	return u
+}
